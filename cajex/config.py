@@ -1,0 +1,113 @@
+"""Settings, read once from the environment.
+
+Every setting has a safe development default except the secrets, which
+`cajex up` generates into the data folder on first start. Production refuses
+to start without them (see `Settings.check_production`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+
+from cajex import ROOT
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    #: "development" or "production". The development sign-in and the dev
+    #: mailbox exist only in development mode.
+    env: str = "production"
+    #: Signs Flask's cookie.
+    secret_key: str = ""
+    #: Hex; signs workspace contexts. The database holds the same secret in a
+    #: table cajex_app cannot read.
+    context_secret: str = ""
+    #: Hex; signs PostgREST JWTs (PostgREST's jwt-secret).
+    jwt_secret: str = ""
+    #: Hex or path; the master key that wraps per-workspace data keys.
+    master_key: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    data_dir: Path = ROOT / ".cajex"
+    smtp_url: str = ""
+    mail_from: str = "cajex <no-reply@cajex.local>"
+    stripe_api_key: str = ""
+    stripe_api_base: str = ""
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    s3_endpoint_url: str = ""
+    s3_bucket: str = ""
+    pool_min: int = 2
+    pool_max: int = 10
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    def check_production(self) -> None:
+        """Refuse to run production with a missing or weak secret."""
+        if self.development:
+            return
+        missing = [
+            name
+            for name in ("secret_key", "context_secret", "jwt_secret", "master_key")
+            if len(getattr(self, name)) < 32
+        ]
+        if missing:
+            raise SystemExit(
+                "cajex: production needs these secrets set (32+ characters): "
+                + ", ".join("CAJEX_" + m.upper() for m in missing)
+            )
+
+
+def from_env(**overrides) -> Settings:
+    """Build settings from CAJEX_* variables, DATABASE_URL and REDIS_URL."""
+    env = os.environ
+    values = dict(
+        database_url=env.get("DATABASE_URL", ""),
+        redis_url=env.get("REDIS_URL", ""),
+        env=env.get("CAJEX_ENV", "production"),
+        secret_key=env.get("CAJEX_SECRET_KEY", ""),
+        context_secret=env.get("CAJEX_CONTEXT_SECRET", ""),
+        jwt_secret=env.get("CAJEX_JWT_SECRET", ""),
+        master_key=env.get("CAJEX_MASTER_KEY", ""),
+        public_url=env.get("CAJEX_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        data_dir=Path(env.get("CAJEX_DATA_DIR", str(ROOT / ".cajex"))),
+        smtp_url=env.get("CAJEX_SMTP_URL", ""),
+        mail_from=env.get("CAJEX_MAIL_FROM", "cajex <no-reply@cajex.local>"),
+        stripe_api_key=env.get("STRIPE_API_KEY", ""),
+        stripe_api_base=env.get("STRIPE_API_BASE", ""),
+        stripe_webhook_secrets=tuple(
+            s for s in env.get("STRIPE_WEBHOOK_SECRETS", "").split(",") if s
+        ),
+        s3_endpoint_url=env.get("CAJEX_S3_ENDPOINT_URL", ""),
+        s3_bucket=env.get("CAJEX_S3_BUCKET", ""),
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
+    """Development secrets kept in the data folder, made on first use."""
+    path = data_dir / "secrets.env"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    found: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if "=" in line:
+                key, value = line.split("=", 1)
+                found[key] = value
+    wanted = ("CAJEX_SECRET_KEY", "CAJEX_CONTEXT_SECRET", "CAJEX_JWT_SECRET", "CAJEX_MASTER_KEY")
+    changed = False
+    for key in wanted:
+        if key not in found:
+            found[key] = secrets.token_hex(32)
+            changed = True
+    if changed:
+        path.write_text("".join(f"{k}={v}\n" for k, v in found.items()))
+        path.chmod(0o600)
+    return found

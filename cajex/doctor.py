@@ -1,0 +1,155 @@
+"""The isolation audit behind `cajex db doctor`.
+
+Each check is one catalog query that returns the offending objects by name.
+A workspace-owned table is one with a NOT NULL `workspace_id` column. The
+application roles are the ones requests run as.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+APP_ROLES = ("cajex_app", "cajex_api", "cajex_authenticator", "cajex_anon")
+#: Schemas the audit ignores: PostgreSQL's own and the extensions'.
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "extensions")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Finding:
+    check: str
+    obj: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.obj}: {self.message}"
+
+
+_USER_SCHEMAS = """
+  n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast', 'extensions')
+  and n.nspname not like 'pg_temp_%%' and n.nspname not like 'pg_toast_temp_%%'
+"""
+
+_WORKSPACE_OWNED = f"""
+  select c.oid, format('%%I.%%I', n.nspname, c.relname) as name, a.attnum
+  from pg_class c
+  join pg_namespace n on n.oid = c.relnamespace
+  join pg_attribute a on a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
+  where c.relkind in ('r', 'p') and a.attnotnull and {_USER_SCHEMAS}
+"""
+
+CHECKS: dict[str, tuple[str, str]] = {
+    "rls_missing": (
+        "row-level security is not enabled and forced",
+        f"""
+        select format('%%I.%%I', n.nspname, c.relname)
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind in ('r', 'p') and {_USER_SCHEMAS}
+          and not (c.relrowsecurity and c.relforcerowsecurity)
+        """,
+    ),
+    "key_without_workspace": (
+        "a primary key or unique constraint does not lead with workspace_id",
+        f"""
+        with owned as ({_WORKSPACE_OWNED})
+        select o.name || ' (' || ic.relname || ')'
+        from owned o
+        join pg_index i on i.indrelid = o.oid and (i.indisunique or i.indisprimary)
+        join pg_class ic on ic.oid = i.indexrelid
+        where i.indkey[0] <> o.attnum
+        """,
+    ),
+    "foreign_key_without_workspace": (
+        "a foreign key between workspace-owned tables does not include workspace_id",
+        f"""
+        with owned as ({_WORKSPACE_OWNED})
+        select src.name || ' (' || con.conname || ')'
+        from pg_constraint con
+        join owned src on src.oid = con.conrelid
+        join owned dst on dst.oid = con.confrelid
+        where con.contype = 'f' and not (src.attnum = any (con.conkey))
+        """,
+    ),
+    "definer_without_search_path": (
+        "a security definer function does not fix its search_path",
+        f"""
+        select format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid))
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where p.prosecdef and {_USER_SCHEMAS}
+          and not exists (select from unnest(coalesce(p.proconfig, '{{}}')) cfg where cfg like 'search_path=%%')
+        """,
+    ),
+    "definer_executable_by_public": (
+        "a security definer function is executable by PUBLIC",
+        f"""
+        select format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid))
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where p.prosecdef and {_USER_SCHEMAS}
+          and (p.proacl is null
+               or exists (select from aclexplode(p.proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE'))
+        """,
+    ),
+    "view_without_security_invoker": (
+        "a view runs with its owner's rights (security_invoker is not set)",
+        f"""
+        select format('%%I.%%I', n.nspname, c.relname)
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind = 'v' and {_USER_SCHEMAS}
+          and not coalesce('security_invoker=true' = any (c.reloptions)
+                           or 'security_invoker=on' = any (c.reloptions), false)
+        """,
+    ),
+    "app_role_privileged": (
+        "an application role is superuser, has BYPASSRLS, or inherits a role that does",
+        """
+        select r.rolname
+        from pg_roles r
+        where r.rolname = any (%(app_roles)s)
+          and (r.rolsuper or r.rolbypassrls
+               or exists (
+                 select from pg_auth_members m join pg_roles g on g.oid = m.roleid
+                 where m.member = r.oid and (g.rolsuper or g.rolbypassrls or g.rolname in ('cajex_owner', 'cajex_definer'))))
+        """,
+    ),
+    "app_role_owns_objects": (
+        "an application role owns database objects",
+        f"""
+        select r.rolname || ' owns ' || format('%%I.%%I', n.nspname, c.relname)
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace join pg_roles r on r.oid = c.relowner
+        where r.rolname = any (%(app_roles)s) and {_USER_SCHEMAS}
+        union all
+        select r.rolname || ' owns ' || format('%%I.%%I', n.nspname, p.proname)
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace join pg_roles r on r.oid = p.proowner
+        where r.rolname = any (%(app_roles)s) and {_USER_SCHEMAS}
+        union all
+        select r.rolname || ' owns schema ' || n.nspname
+        from pg_namespace n join pg_roles r on r.oid = n.nspowner
+        where r.rolname = any (%(app_roles)s)
+        """,
+    ),
+    "policy_without_context": (
+        "a policy on a workspace-owned table does not use the verified context",
+        f"""
+        with owned as ({_WORKSPACE_OWNED})
+        select o.name || ' (' || pol.polname || ')'
+        from owned o
+        join pg_policy pol on pol.polrelid = o.oid
+        where not (
+          coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') ~ 'cajex\\.current_workspace_id\\(\\)'
+          or (pol.polqual is null
+              and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') ~ 'cajex\\.current_workspace_id\\(\\)')
+        )
+        or (pol.polwithcheck is not null
+            and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') !~ 'cajex\\.current_workspace_id\\(\\)')
+        """,
+    ),
+}
+
+
+def audit(conn) -> list[Finding]:
+    """Run every check; the findings, sorted."""
+    findings = []
+    for check, (message, query) in CHECKS.items():
+        for (obj,) in conn.execute(query, {"app_roles": list(APP_ROLES)}).fetchall():
+            findings.append(Finding(check, obj, message))
+    conn.rollback()
+    return sorted(findings)

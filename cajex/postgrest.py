@@ -1,0 +1,48 @@
+"""PostgREST's configuration for the `api` schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from cajex.config import Settings
+
+
+def authenticator_url_from(database_url: str) -> str:
+    """The same server and database, as cajex_authenticator."""
+    parts = urlsplit(database_url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"cajex_authenticator@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def render_config(settings: Settings, authenticator_url: str, port: int = 3000) -> str:
+    secret = settings.jwt_secret
+    return "\n".join(
+        [
+            "# PostgREST for cajex: written by `cajex postgrest-config`.",
+            "# PostgREST logs in as cajex_authenticator (NOINHERIT) and switches,",
+            "# per request, to the role in the verified JWT: cajex_api, or",
+            "# cajex_anon without a JWT (which sees nothing).",
+            f'db-uri = "{authenticator_url}"',
+            'db-schemas = "api"',
+            'db-anon-role = "cajex_anon"',
+            "# Opens the workspace context from request.jwt.claims in every",
+            "# request's transaction; without it every query sees zero rows.",
+            'db-pre-request = "api.pre_request"',
+            f'jwt-secret = "{secret}"',
+            'jwt-aud = "cajex-postgrest"',
+            'jwt-role-claim-key = ".role"',
+            "db-pool = 10",
+            'server-host = "127.0.0.1"',
+            f"server-port = {port}",
+            "",
+        ]
+    )
+
+
+def write_config(output: str, settings: Settings, authenticator_url: str | None, database_url: str, port: int) -> Path:
+    path = Path(output)
+    path.write_text(render_config(settings, authenticator_url or authenticator_url_from(database_url), port))
+    path.chmod(0o600)
+    return path

@@ -1,0 +1,112 @@
+"""pytest plugin (enabled in pyproject.toml): servers, databases, the app.
+
+Each test gets its own database cloned from a template that holds the
+migrated schema (pytest-postgresql's no-process fixture against the cluster
+this session started), so tests are isolated and fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pytest_postgresql import factories
+
+from cajex.testing import services
+
+TEMPLATE_DB = "cajex_tests"
+
+
+def pytest_configure(config):
+    host, port = services.postgres()
+    config.option.postgresql_host = host
+    config.option.postgresql_port = str(port)
+    config.option.postgresql_user = "postgres"
+    config.option.postgresql_dbname = TEMPLATE_DB
+
+
+cajex_pg = factories.postgresql_noproc(load=[services.load_schema])
+admin_conn = factories.postgresql("cajex_pg")
+
+
+@pytest.fixture
+def db_urls(admin_conn) -> dict:
+    """URLs of this test's database: as the superuser and as cajex_app."""
+    info = admin_conn.info
+    base = f"127.0.0.1:{info.port}/{info.dbname}"
+    return {
+        "admin": f"postgresql://postgres@{base}",
+        "app": f"postgresql://cajex_app@{base}",
+        "authenticator": f"postgresql://cajex_authenticator@{base}",
+        "dbname": info.dbname,
+    }
+
+
+@pytest.fixture
+def world(db_urls):
+    """Factories and connections over this test's database."""
+    from cajex.testing.factory import World
+
+    w = World(db_urls["admin"], db_urls["app"], services.context_secret())
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return services.redis_url()
+
+
+@pytest.fixture
+def settings(db_urls, redis_url, tmp_path):
+    from cajex import config
+
+    return config.Settings(
+        database_url=db_urls["app"],
+        redis_url=redis_url,
+        env="production",
+        secret_key="s" * 40,
+        context_secret=services.context_secret(),
+        jwt_secret="j" * 48,
+        master_key="m" * 64,
+        public_url="http://cajex.test",
+        data_dir=tmp_path,
+        pool_min=1,
+        pool_max=4,
+    )
+
+
+@pytest.fixture
+def app(settings):
+    from cajex.web import create_app
+
+    application = create_app(settings, {"TESTING": True})
+    yield application
+    application.extensions["cajex.pool"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def signed_in(world, app):
+    """A function that returns a fresh test client signed in as a user."""
+
+    def sign_in(user):
+        c = app.test_client()
+        world.login(c, user)
+        return c
+
+    return sign_in
+
+
+@pytest.fixture
+def csrf_headers() -> dict:
+    """The header a signed-in test client's forms carry (see World.login)."""
+    return {"X-CSRF-Token": "test-csrf-token"}
+
+
+def pytest_report_header(config):
+    return [f"cajex: PostgreSQL on 127.0.0.1:{os.environ.get('CAJEX_TEST_PG_PORT')}"]

@@ -1,0 +1,109 @@
+"""`cajex up`: everything on loopback, for trying cajex on one machine.
+
+With no DATABASE_URL / REDIS_URL, a private PostgreSQL cluster and Redis run
+under the data folder (.cajex/ by default) and are reused on the next start.
+Development mode: the development sign-in and the dev mailbox are on, and
+secrets are generated into the data folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from cajex import config, log
+
+
+def run(port: int, with_demo: bool) -> None:
+    settings = config.from_env()
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("CAJEX_ENV", "development")
+    for key, value in config.load_or_create_secrets(data_dir).items():
+        env.setdefault(key, value)
+    env.setdefault("CAJEX_PUBLIC_URL", f"http://127.0.0.1:{port}")
+
+    services = []
+    admin_url = env.get("DATABASE_ADMIN_URL") or env.get("DATABASE_URL")
+    if not env.get("DATABASE_URL"):
+        from cajex.localservices import LocalPostgres
+
+        click.echo("cajex: starting a private PostgreSQL under " + str(data_dir / "pgdata"))
+        pg = LocalPostgres(data_dir).start()
+        services.append(pg)
+        admin_url = pg.url("cajex")
+        env["DATABASE_URL"] = pg.url("cajex", "cajex_app")
+    if not env.get("REDIS_URL"):
+        from cajex.localservices import LocalRedis
+
+        click.echo("cajex: starting a private Redis")
+        rd = LocalRedis(data_dir / "redis").start()
+        services.append(rd)
+        env["REDIS_URL"] = rd.url
+
+    from cajex.migrate import migrate
+
+    click.echo("cajex: applying the schema")
+    migrate(admin_url, env["CAJEX_CONTEXT_SECRET"])
+    os.environ.update(env)
+    settings = config.from_env()
+
+    if with_demo:
+        from cajex.demo import load
+
+        click.echo("cajex: loading demo data")
+        summary = load(env["DATABASE_URL"], env["CAJEX_CONTEXT_SECRET"])
+        (data_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "cajex.cli", "worker"], env=env),
+        subprocess.Popen([sys.executable, "-m", "cajex.cli", "relay"], env=env),
+    ]
+    cron = _cron_config()
+    if cron:
+        procs.append(subprocess.Popen(["rq", "cron", "--url", env["REDIS_URL"], cron], env=env))
+
+    url = f"http://127.0.0.1:{port}"
+    click.echo("")
+    click.echo(f"cajex is running at {url}")
+    if with_demo:
+        click.echo(f"Sign in at {url}/login with a demo user, e.g. olivia.owner@northwind.example")
+        click.echo(f"(the demo users are listed in {data_dir / 'demo.json'})")
+    click.echo("Ctrl-C stops everything.")
+    try:
+        from cajex.web import create_app
+
+        log.configure()
+        app = create_app(settings)
+        from werkzeug.serving import run_simple
+
+        run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for service in reversed(services):
+            service.stop()
+        click.echo("cajex: stopped")
+
+
+def _cron_config() -> str | None:
+    """The rq cron config of recurring jobs, if any area defines one."""
+    from cajex import ROOT
+
+    path = ROOT / "jobs" / "cron.py"
+    return str(path) if path.exists() else None

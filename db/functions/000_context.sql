@@ -1,0 +1,315 @@
+-- The verified request context: who is acting, in which workspace.
+--
+-- Threat model: any role can set_config() any custom setting, so a policy that
+-- trusted a plain setting would fall to one SQL injection. Instead the web
+-- app and workers sign a short-lived token with a secret that cajex_app
+-- cannot read (cajex_private.context_keys), and open_context() verifies it,
+-- the session behind it and the membership, once per transaction, and
+-- records the result in cajex_private.active_contexts, a table only the
+-- definer role writes. Policies read that row through the inlinable helpers
+-- below, wrapped in a sub-select so the lookup runs once per statement as an
+-- InitPlan.
+--
+-- Token layout (all parts ASCII, joined by '.'), signed with HMAC-SHA256 over
+-- the first five parts:
+--   v1.u.<user id>.<session id>.<expiry, unix seconds>.<hex signature>
+--       a signed-in user; the workspace is named when the context is opened
+--   v1.s.<workspace id>.<actor label>.<expiry>.<hex signature>
+--       a job acting for one workspace (export, seat sync, ...)
+-- PostgREST requests carry no such token: PostgREST verified their JWT, and
+-- api.pre_request() opens the context from request.jwt.claims.
+
+--------------------------------------------------------------------------------
+-- Readers. Invoker functions (reading one's own backend's context row is
+-- harmless) in PL/pgSQL, which keeps the lookup's plan for the session: a
+-- scalar SQL function with a FROM clause cannot be inlined and is planned on
+-- every call, which measured 28 us here against 4 us for this form.
+
+create or replace function cajex.current_workspace_id()
+returns uuid
+language plpgsql
+stable
+parallel safe
+as $$
+begin
+  return (select c.workspace_id
+          from cajex_private.active_contexts c
+          where c.backend_pid = pg_backend_pid() and c.opened_at = now());
+end;
+$$;
+comment on function cajex.current_workspace_id() is
+  'The workspace of the verified context of this transaction, or null.';
+
+create or replace function cajex.current_user_id()
+returns uuid
+language plpgsql
+stable
+parallel safe
+as $$
+begin
+  return (select c.user_id
+          from cajex_private.active_contexts c
+          where c.backend_pid = pg_backend_pid() and c.opened_at = now());
+end;
+$$;
+comment on function cajex.current_user_id() is
+  'The user of the verified context of this transaction, or null (also for jobs).';
+
+create or replace function cajex.current_member_role()
+returns text
+language plpgsql
+stable
+parallel safe
+as $$
+begin
+  return (select c.member_role
+          from cajex_private.active_contexts c
+          where c.backend_pid = pg_backend_pid() and c.opened_at = now());
+end;
+$$;
+comment on function cajex.current_member_role() is
+  'The role of the acting member in the context''s workspace (''system'' for jobs), or null.';
+
+create or replace function cajex.current_actor()
+returns text
+language plpgsql
+stable
+parallel safe
+as $$
+begin
+  return (select c.actor
+          from cajex_private.active_contexts c
+          where c.backend_pid = pg_backend_pid() and c.opened_at = now());
+end;
+$$;
+comment on function cajex.current_actor() is
+  'Who acts, for the audit log: ''user'', ''api'', ''job:<label>'' or ''scim:<token id>''.';
+
+--------------------------------------------------------------------------------
+-- Writers. Definer functions owned by cajex_definer (BYPASSRLS): they must
+-- read sessions and memberships before any context exists.
+
+create or replace function cajex_private.install_context(
+  p_user_id uuid,
+  p_session_id uuid,
+  p_workspace text,
+  p_actor text
+)
+returns table (workspace_id uuid, workspace_slug text, member_role text, user_id uuid)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_sso_workspace uuid;
+  v_idle interval;
+  v_last_seen timestamptz;
+  v_workspace_id uuid;
+  v_slug text;
+  v_role text;
+  v_ref_id uuid;
+begin
+  -- The session must be live and its user enabled.
+  select s.sso_workspace_id, s.idle_expires_at - s.last_seen_at, s.last_seen_at
+    into v_sso_workspace, v_idle, v_last_seen
+  from cajex.sessions s
+  join cajex.users u on u.id = s.user_id
+  where s.id = p_session_id
+    and s.user_id = p_user_id
+    and s.revoked_at is null
+    and s.idle_expires_at > now()
+    and s.absolute_expires_at > now()
+    and u.disabled_at is null;
+  if not found then
+    return;
+  end if;
+
+  -- Slide the idle window, at most once a minute so that reads stay reads.
+  if v_last_seen < now() - interval '1 minute' then
+    update cajex.sessions s
+    set last_seen_at = now(),
+        idle_expires_at = least(now() + v_idle, s.absolute_expires_at)
+    where s.id = p_session_id;
+  end if;
+
+  if p_workspace is not null then
+    -- A workspace is named by slug or id. (Cast in PL/pgSQL, not in the
+    -- query: SQL does not promise to skip the cast for a slug.)
+    if p_workspace ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+      v_ref_id := p_workspace::uuid;
+    end if;
+    select w.id, w.slug, m.role
+      into v_workspace_id, v_slug, v_role
+    from cajex.workspaces w
+    join cajex.memberships m on m.workspace_id = w.id and m.user_id = p_user_id
+    where (w.slug = p_workspace or w.id = v_ref_id)
+      and w.status = 'active'
+      and m.status = 'active'
+      -- An SSO-enforcing workspace opens only for a session its IdP vouched for.
+      and (not w.sso_enforced or v_sso_workspace = w.id);
+    if not found then
+      -- Not a member, not active, not there: all look the same. The user is
+      -- still signed in, so the context names the user and no workspace.
+      v_workspace_id := null;
+      v_slug := null;
+      v_role := null;
+    end if;
+  end if;
+
+  insert into cajex_private.active_contexts as c
+    (backend_pid, opened_at, user_id, session_id, workspace_id, member_role, actor)
+  values (pg_backend_pid(), now(), p_user_id, p_session_id, v_workspace_id, v_role, p_actor)
+  on conflict (backend_pid) do update
+    set opened_at = excluded.opened_at,
+        user_id = excluded.user_id,
+        session_id = excluded.session_id,
+        workspace_id = excluded.workspace_id,
+        member_role = excluded.member_role,
+        actor = excluded.actor;
+
+  return query select v_workspace_id, v_slug, v_role, p_user_id;
+end;
+$$;
+alter function cajex_private.install_context(uuid, uuid, text, text) owner to cajex_definer;
+
+create or replace function cajex_private.open_context(p_token text, p_workspace text default null)
+returns table (workspace_id uuid, workspace_slug text, member_role text, user_id uuid)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_parts text[];
+  v_secret bytea;
+  v_label text;
+  v_workspace_id uuid;
+  v_slug text;
+  c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+begin
+  -- Any defect means no context: zero rows, no writes, no error to leak.
+  if p_token is null or octet_length(p_token) > 300 then
+    return;
+  end if;
+  v_parts := string_to_array(p_token, '.');
+  if cardinality(v_parts) <> 6 or v_parts[1] <> 'v1' or v_parts[5] !~ '^[0-9]{1,11}$' then
+    return;
+  end if;
+  select k.secret into v_secret from cajex_private.context_keys k where k.key_id = 'k1';
+  if v_secret is null then
+    return;
+  end if;
+  if encode(extensions.hmac(convert_to(array_to_string(v_parts[1:5], '.'), 'UTF8'), v_secret, 'sha256'), 'hex')
+     <> v_parts[6] then
+    return;
+  end if;
+  if v_parts[5]::bigint <= extract(epoch from now()) then
+    return;
+  end if;
+
+  if v_parts[2] = 'u' then
+    if v_parts[3] !~ c_uuid or v_parts[4] !~ c_uuid then
+      return;
+    end if;
+    return query
+      select * from cajex_private.install_context(
+        v_parts[3]::uuid, v_parts[4]::uuid, p_workspace, 'user');
+  elsif v_parts[2] = 's' then
+    v_label := v_parts[4];
+    if v_parts[3] !~ c_uuid or v_label !~ '^[a-z0-9_:-]{1,64}$' then
+      return;
+    end if;
+    select w.id, w.slug into v_workspace_id, v_slug
+    from cajex.workspaces w
+    where w.id = v_parts[3]::uuid and w.status = 'active';
+    if not found or (p_workspace is not null and p_workspace not in (v_slug, v_workspace_id::text)) then
+      return;
+    end if;
+    insert into cajex_private.active_contexts as c
+      (backend_pid, opened_at, user_id, session_id, workspace_id, member_role, actor)
+    values (pg_backend_pid(), now(), null, null, v_workspace_id, 'system', 'job:' || v_label)
+    on conflict (backend_pid) do update
+      set opened_at = excluded.opened_at,
+          user_id = null,
+          session_id = null,
+          workspace_id = excluded.workspace_id,
+          member_role = 'system',
+          actor = excluded.actor;
+    return query select v_workspace_id, v_slug, 'system'::text, null::uuid;
+  end if;
+end;
+$$;
+alter function cajex_private.open_context(text, text) owner to cajex_definer;
+comment on function cajex_private.open_context(text, text) is
+  'Verify a signed context token and open the context for this transaction. Returns '
+  'no row (and no context) for a bad token or a dead session; a row with a null '
+  'workspace when the user may not open the one named.';
+
+-- PostgREST: called by api.pre_request() as cajex_api. PostgREST verified the
+-- JWT before it switched roles; only its authenticator can become cajex_api,
+-- so claims are trusted only when the session user is that authenticator.
+create or replace function cajex_private.open_api_context()
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_claims jsonb;
+  c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+begin
+  if session_user::text <> 'cajex_authenticator' then
+    return;
+  end if;
+  begin
+    v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+  exception when others then
+    return;
+  end;
+  if v_claims is null or jsonb_typeof(v_claims) <> 'object'
+     or coalesce(v_claims ->> 'role', '') <> 'cajex_api'
+     or coalesce(v_claims ->> 'sub', '') !~ c_uuid
+     or coalesce(v_claims ->> 'sid', '') !~ c_uuid
+     or coalesce(v_claims ->> 'workspace_id', '') !~ c_uuid then
+    return;
+  end if;
+  perform cajex_private.install_context(
+    (v_claims ->> 'sub')::uuid, (v_claims ->> 'sid')::uuid, v_claims ->> 'workspace_id', 'api');
+end;
+$$;
+alter function cajex_private.open_api_context() owner to cajex_definer;
+
+--------------------------------------------------------------------------------
+-- Permissions: the role matrix, written once. docs/permissions.md is
+-- generated from this table and a test checks it is current.
+
+create or replace function cajex.has_permission(p_permission text)
+returns boolean
+language sql
+stable
+parallel safe
+as $$
+  select exists (
+    select from cajex.role_permissions rp
+    where rp.permission = p_permission and rp.role = (select cajex.current_member_role())
+  )
+$$;
+
+create or replace function cajex_private.require_permission(p_permission text)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (select cajex.current_workspace_id()) is null then
+    raise exception 'no workspace is open for this request'
+      using errcode = 'CXNCX', hint = 'Open a workspace context before calling this function.';
+  end if;
+  if not cajex.has_permission(p_permission) then
+    raise exception 'your role may not %', p_permission
+      using errcode = 'CXFBD', detail = p_permission,
+        hint = 'Ask an owner or admin of this workspace.';
+  end if;
+end;
+$$;

@@ -1,0 +1,8 @@
+-- After everything: install the context secret when one was given. It lives
+-- in a table only the definer role reads (and the owner writes, here).
+\if :{?context_secret}
+  insert into cajex_private.context_keys (key_id, secret)
+  values ('k1', decode(:'context_secret', 'hex'))
+  on conflict (key_id) do update set secret = excluded.secret
+  where cajex_private.context_keys.secret is distinct from excluded.secret;
+\endif

@@ -1,0 +1,1 @@
+"""Fixtures live in cajex.testing.plugin (enabled in pyproject.toml)."""

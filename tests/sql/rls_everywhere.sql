@@ -1,0 +1,43 @@
+-- Every table in the cajex schemas has row-level security enabled and
+-- forced, and no request role can get around it.
+begin;
+\ir helpers/setup.sql
+select plan(5);
+
+select is(
+  (select array_agg(format('%I.%I', n.nspname, c.relname) order by 1)
+   from pg_class c join pg_namespace n on n.oid = c.relnamespace
+   where c.relkind in ('r', 'p') and n.nspname in ('cajex', 'cajex_private', 'api', 'cajex_migrations')
+     and not (c.relrowsecurity and c.relforcerowsecurity)),
+  null,
+  'every table has RLS enabled and forced'
+);
+
+select is(
+  (select array_agg(rolname::text order by 1) from pg_roles
+   where rolname in ('cajex_app', 'cajex_api', 'cajex_authenticator', 'cajex_anon')
+     and (rolsuper or rolbypassrls)),
+  null,
+  'no request role is superuser or bypasses RLS'
+);
+
+select ok(
+  not pg_has_role('cajex_app', 'cajex_api', 'member'),
+  'cajex_app cannot switch to cajex_api'
+);
+
+select ok(
+  pg_has_role('cajex_authenticator', 'cajex_api', 'member')
+  and not (select rolinherit from pg_roles where rolname = 'cajex_authenticator'),
+  'the authenticator may become cajex_api and inherits nothing'
+);
+
+select is(
+  (select array_agg(c.relname::text) from pg_class c join pg_roles r on r.oid = c.relowner
+   where r.rolname in ('cajex_app', 'cajex_api', 'cajex_authenticator', 'cajex_anon')),
+  null,
+  'request roles own nothing'
+);
+
+select * from finish();
+rollback;

@@ -1,0 +1,152 @@
+"""The signed-in user: flask-login on top of server-side sessions.
+
+The cookie (signed by Flask) holds the user id, the session id and the
+session secret. Whether the session is still alive is decided by the
+database on every request, when the request's context is opened
+(cajex_private.install_context): a revoked session opens nothing, in every
+process at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+import uuid
+
+from flask import Flask, abort, current_app, g, request, session
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+
+from cajex import context
+
+login_manager = LoginManager()
+
+
+@dataclasses.dataclass
+class User(UserMixin):
+    """The user named by the cookie; not yet verified against the database."""
+
+    id: str
+    session_id: str
+
+    def get_id(self) -> str:
+        return self.id
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    session_id = session.get("sid")
+    if not session_id:
+        return None
+    return User(id=user_id, session_id=session_id)
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    from cajex.web.errors import wants_json
+
+    if wants_json():
+        abort(401)
+    from flask import redirect, url_for
+
+    return redirect(url_for(current_app.config.get("LOGIN_VIEW", "home.login"), next=request.path))
+
+
+def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    app.before_request(_check_csrf)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+
+def hash_session_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def start_session(conn, user_id, auth_method: str, **sso) -> str:
+    """Open a server-side session for `user_id` and sign the browser in.
+
+    Rotates the session: whatever the cookie held before is dropped, so a
+    session id planted before sign-in never becomes a signed-in one.
+    """
+    secret = secrets.token_urlsafe(32)
+    row = conn.execute(
+        "select cajex_private.create_session(%(user)s, %(hash)s, %(method)s,"
+        " p_user_agent => %(ua)s, p_sso_workspace_id => %(ws)s,"
+        " p_sso_connection_id => %(conn)s, p_idp_session_id => %(sid)s,"
+        " p_idp_subject => %(sub)s) as id",
+        {
+            "user": user_id,
+            "hash": hash_session_secret(secret),
+            "method": auth_method,
+            "ua": (request.user_agent.string or "")[:512],
+            "ws": sso.get("sso_workspace_id"),
+            "conn": sso.get("sso_connection_id"),
+            "sid": sso.get("idp_session_id"),
+            "sub": sso.get("idp_subject"),
+        },
+    ).fetchone()
+    session.clear()
+    session["sid"] = str(row["id"])
+    session["sk"] = secret
+    login_user(User(id=str(user_id), session_id=str(row["id"])))
+    return str(row["id"])
+
+
+def end_session(conn, reason: str = "sign_out") -> None:
+    """Revoke this browser's session and clear the cookie."""
+    if current_user.is_authenticated:
+        conn.execute(
+            "select cajex_private.revoke_sessions(%s, %s, %s)",
+            (current_user.id, reason, current_user.session_id),
+        )
+    logout_user()
+    session.clear()
+
+
+def user_token() -> str | None:
+    """The context token for the signed-in user, or None."""
+    if not current_user.is_authenticated:
+        return None
+    settings = current_app.extensions["cajex.settings"]
+    return context.user_token(settings.context_secret, current_user.id, current_user.session_id)
+
+
+def current_user_uuid() -> uuid.UUID | None:
+    return uuid.UUID(current_user.id) if current_user.is_authenticated else None
+
+
+# ---------------------------------------------------------------------------
+# CSRF: every POST from a form carries the session's token. A cross-site page
+# can send neither a JSON POST nor PUT, PATCH or DELETE without a CORS
+# preflight, which this app never allows, so those need no token.
+
+_SAFE = {"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"}
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def _check_csrf():
+    if request.method in _SAFE or getattr(g, "csrf_exempt", False):
+        return None
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is not None and getattr(view, "csrf_exempt", False):
+        return None
+    if request.mimetype == "application/json":
+        return None
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    expected = session.get("csrf", "")
+    if not expected or not hmac.compare_digest(sent, expected):
+        abort(400, description="csrf")
+    return None
+
+
+def csrf_exempt(view):
+    """For endpoints other servers post to (webhooks, SAML ACS, SCIM)."""
+    view.csrf_exempt = True
+    return view

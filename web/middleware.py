@@ -1,0 +1,211 @@
+"""Workspace-aware middleware: every /w/<slug>/ view runs in the verified
+context of that workspace, opened before its first query.
+
+`workspace_view` resolves the workspace from the URL, checks the signed-in
+user's membership and session (both inside open_context, in the same round
+trip as BEGIN), and hands the view a connection whose transaction is scoped
+to that workspace. A workspace the user is not in answers exactly like one
+that does not exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import time
+import uuid
+
+import structlog
+from flask import Flask, abort, current_app, g, request
+from flask_login import current_user, logout_user
+
+from cajex import db, log
+from cajex.errors import AppError
+from cajex.web import auth
+
+_logger = log.get("cajex.web")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def pool():
+    return current_app.extensions["cajex.pool"]
+
+
+def settings():
+    return current_app.extensions["cajex.settings"]
+
+
+def register_nav(app: Flask, label: str, endpoint: str, permission: str | None = None) -> None:
+    """Add a section to a workspace's navigation (shown when the role has `permission`)."""
+    app.extensions.setdefault("cajex.nav", []).append((label, endpoint, permission))
+
+
+def init_app(app: Flask) -> None:
+    app.extensions.setdefault("cajex.nav", [])
+
+    @app.context_processor
+    def _template_helpers():
+        def my_workspaces():
+            if "my_workspaces" not in g:
+                conn = g.get("db")
+                g.my_workspaces = (
+                    conn.execute("select * from cajex.my_workspaces()").fetchall() if conn is not None else []
+                )
+            return g.my_workspaces
+
+        def workspace_nav():
+            from flask import url_for
+
+            workspace, conn = g.get("workspace"), g.get("db")
+            if workspace is None or conn is None:
+                return []
+            items = []
+            for label, endpoint, permission in app.extensions["cajex.nav"]:
+                if permission is not None and not conn.execute(
+                    "select cajex.has_permission(%s) as ok", (permission,)
+                ).fetchone()["ok"]:
+                    continue
+                items.append({"label": label, "url": url_for(endpoint, slug=workspace.workspace_slug)})
+            return items
+
+        return {"my_workspaces": my_workspaces, "workspace_nav": workspace_nav}
+
+    @app.before_request
+    def _start():
+        sent = request.headers.get("X-Request-Id", "")
+        g.request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=g.request_id)
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
+        response.headers["X-Frame-Options"] = "DENY"
+        if request.path.startswith(("/api/", "/w/")) or "/api/" in request.path:
+            response.headers.setdefault("Cache-Control", "no-store")
+        workspace = g.get("workspace")
+        _logger.info(
+            "request",
+            method=request.method,
+            route=request.url_rule.rule if request.url_rule else None,
+            status=response.status_code,
+            duration_ms=round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+            workspace_id=str(workspace.workspace_id) if workspace else None,
+            user_id=current_user.get_id() if current_user and current_user.is_authenticated else None,
+        )
+        return response
+
+
+def _signed_out():
+    """The cookie names a session the database no longer honours."""
+    logout_user()
+    from flask import session
+
+    session.clear()
+    return current_app.login_manager.unauthorized()
+
+
+@contextlib.contextmanager
+def user_transaction():
+    """A transaction in the signed-in user's own context (no workspace).
+
+    Raises 401 (or redirects to sign-in) when the session is dead.
+    """
+    token = auth.user_token()
+    if token is None:
+        raise _Unauthorized()
+    with pool().connection() as conn, db.in_context(conn, token) as opened:
+        if not opened.opened:
+            raise _Unauthorized()
+        yield conn, opened
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def user_view(view):
+    """A view that needs a signed-in user and a transaction in their context."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        try:
+            with user_transaction() as (conn, opened):
+                g.db = conn
+                g.user_context = opened
+                return view(*args, **kwargs)
+        except _Unauthorized:
+            return _signed_out()
+
+    return wrapper
+
+
+def workspace_view(permission: str | None = None):
+    """Decorate a view under /w/<slug>/: open that workspace's context first.
+
+    `permission` names a row of the permission matrix the member's role must
+    hold (checked here for a clear 403; the SQL functions check it again).
+    """
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(slug: str, *args, **kwargs):
+            token = auth.user_token()
+            if token is None:
+                return current_app.login_manager.unauthorized()
+            if len(slug) > 64:
+                abort(404)
+            with pool().connection() as conn:
+                with db.in_context(conn, token, slug) as opened:
+                    if not opened.opened:
+                        return _signed_out()
+                    if opened.workspace_id is None:
+                        abort(404)
+                    g.db = conn
+                    g.workspace = opened
+                    structlog.contextvars.bind_contextvars(workspace_id=str(opened.workspace_id))
+                    if permission is not None:
+                        allowed = conn.execute(
+                            "select cajex.has_permission(%s) as ok", (permission,)
+                        ).fetchone()["ok"]
+                        if not allowed:
+                            raise AppError(403, "forbidden", f"your role may not {permission}")
+                    return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def parse_uuid(value: str, what: str = "id") -> uuid.UUID:
+    """A path or body id, or a 400 with a stable code."""
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise AppError(400, "invalid_id", f"that is not a valid {what}", field=what) from None
+
+
+def json_body(allowed: set[str], required: set[str] = frozenset()) -> dict:
+    """The request's JSON object, checked for unknown and missing fields."""
+    if request.mimetype != "application/json":
+        raise AppError(415, "unsupported_media_type", "send JSON with Content-Type: application/json")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise AppError(400, "invalid_json", "the body must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise AppError(400, "unknown_field", f"unknown field {unknown[0]}", field=unknown[0])
+    missing = sorted(required - set(data))
+    if missing:
+        raise AppError(400, "missing_field", f"{missing[0]} is required", field=missing[0])
+    return data

@@ -1,0 +1,40 @@
+"""The front door: the home page, the sign-in page and sign-out."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_login import current_user
+
+from cajex.web import auth
+from cajex.web.middleware import pool, user_view
+
+bp = Blueprint("home", __name__)
+
+
+@bp.get("/")
+@user_view
+def index():
+    from flask import g
+
+    workspaces = g.db.execute("select * from cajex.my_workspaces()").fetchall()
+    last = session.get("last_workspace")
+    if last and any(w["slug"] == last for w in workspaces):
+        return redirect(url_for("projects.page", slug=last))
+    if len(workspaces) == 1:
+        return redirect(url_for("projects.page", slug=workspaces[0]["slug"]))
+    return render_template("home.html", workspaces=workspaces)
+
+
+@bp.get("/login")
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("home.index"))
+    settings = current_app.extensions["cajex.settings"]
+    return render_template("login.html", development=settings.development, next=request.args.get("next", ""))
+
+
+@bp.post("/logout")
+def logout():
+    with pool().connection() as conn:
+        auth.end_session(conn)
+    return redirect(url_for("home.login"))
