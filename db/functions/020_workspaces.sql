@@ -236,3 +236,66 @@ begin
                                     jsonb_build_object('role', p_role));
 end;
 $$;
+
+--------------------------------------------------------------------------------
+-- Plan gates, checked in SQL so the web path and PostgREST agree. The
+-- billing module may narrow them further (a workspace limited for non-payment).
+
+create or replace function cajex.workspace_has_feature(p_feature text)
+returns boolean
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce((
+    select p_feature = any (p.features)
+    from cajex.workspaces w
+    join cajex.plans p on p.code = w.plan
+    where w.id = (select cajex.current_workspace_id())), false);
+$$;
+
+create or replace function cajex_private.require_feature(p_feature text)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not cajex.workspace_has_feature(p_feature) then
+    raise exception 'this workspace''s plan does not include %', p_feature
+      using errcode = 'CXFTR', detail = p_feature,
+        hint = 'Upgrade the workspace''s plan to use this feature.';
+  end if;
+end;
+$$;
+
+-- Seats: active members count; the plan's max_seats caps them. Called before
+-- an invitation is sent and again when it is accepted.
+create or replace function cajex_private.require_seat(p_workspace_id uuid, p_extra integer default 1)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_max integer;
+  v_used integer;
+begin
+  select p.max_seats into v_max
+  from cajex.workspaces w join cajex.plans p on p.code = w.plan
+  where w.id = p_workspace_id;
+  if v_max is null then
+    return;
+  end if;
+  v_used := cajex.seat_count(p_workspace_id);
+  if v_used + p_extra > v_max then
+    raise exception 'the plan allows % seats and % are in use', v_max, v_used
+      using errcode = 'CXPLN', detail = 'seats',
+        hint = 'Upgrade the plan or remove a member first.';
+  end if;
+end;
+$$;
+alter function cajex_private.require_seat(uuid, integer) owner to cajex_definer;

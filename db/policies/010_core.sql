@@ -246,3 +246,4 @@ grant execute on function
   api.delete_project(uuid)
   to cajex_api;
 grant execute on function cajex_private.add_member(uuid, text) to cajex_app;
+grant execute on function cajex.workspace_has_feature(text) to cajex_app, cajex_api;
