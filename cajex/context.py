@@ -35,6 +35,15 @@ def user_token(
     return _sign(secret_hex, ["v1", "u", str(uuid.UUID(str(user_id))), str(uuid.UUID(str(session_id))), str(exp)])
 
 
+def session_credential(session_id: uuid.UUID | str, session_secret: str) -> str:
+    """A signed-in browser's context credential: its session id and secret.
+
+    The secret is the one in the browser's cookie; the database keeps only
+    its SHA-256 and checks it on every statement (cajex_private.context).
+    """
+    return f"v2.{uuid.UUID(str(session_id))}.{session_secret}"
+
+
 def service_token(
     secret_hex: str, workspace_id: uuid.UUID | str, label: str, ttl: int = DEFAULT_TTL
 ) -> str:

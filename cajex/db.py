@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -58,6 +59,31 @@ def make_pool(url: str, min_size: int = 2, max_size: int = 10, name: str = "caje
     )
 
 
+_CHECK = "cajex_context_check"
+_CHECK_SQL = (
+    f"prepare {_CHECK} as select workspace_id, workspace_slug, member_role as role, user_id"
+    " from cajex_private.context"
+)
+
+
+def _prepare(conn: psycopg.Connection) -> None:
+    """Prepare the context check once per connection (it is planned once)."""
+    if getattr(conn, "_cajex_check_prepared", False):
+        return
+    with conn.transaction():
+        if not conn.execute("select 1 from pg_prepared_statements where name = %s", (_CHECK,)).fetchone():
+            conn.execute(_CHECK_SQL)
+    conn._cajex_check_prepared = True
+
+
+def _last_row(cur: psycopg.Cursor) -> dict | None:
+    """The first row of the last result of a multi-statement query, if any."""
+    while True:
+        row = cur.fetchone() if cur.pgresult is not None and cur.pgresult.ntuples else None
+        if not cur.nextset():
+            return row
+
+
 @contextlib.contextmanager
 def in_context(
     conn: psycopg.Connection,
@@ -66,18 +92,49 @@ def in_context(
 ) -> Iterator[OpenedContext]:
     """Run a transaction in the verified context named by `token`.
 
-    Yields what was opened; when nothing was (bad token, not a member,
-    workspace deleted) the transaction still runs, and RLS shows it nothing.
-    Commits on success, rolls back on error. Costs one statement, sent in the
-    same round trip as BEGIN.
+    Yields what was opened; when nothing was (bad token, dead session, not a
+    member, workspace deleted) the transaction still runs, and RLS shows it
+    nothing. Commits on success, rolls back on error.
+
+    A browser's session credential (context.session_credential) travels in
+    transaction-local settings and is verified by the policies themselves
+    (cajex_private.context), once per statement. A signed token
+    (context.user_token, context.service_token) is verified once by
+    cajex_private.open_context, which records the context for the
+    transaction. Either way BEGIN, the context and its check go in one round
+    trip, so a transaction costs no more round trips than one without.
     """
-    with conn.transaction():
-        row = conn.execute(
-            "select workspace_id, workspace_slug, member_role as role, user_id"
-            " from cajex_private.open_context(%s, %s)",
-            (token, workspace),
-        ).fetchone()
-        yield OpenedContext(**row) if row else NO_CONTEXT
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("in_context() must start its own transaction")
+    if not token.startswith("v2."):
+        opening = sql.SQL(
+            "begin; select workspace_id, workspace_slug, member_role as role, user_id"
+            " from cajex_private.open_context({}, {})"
+        ).format(sql.Literal(token), sql.Literal(workspace))
+    else:
+        _prepare(conn)
+        opening = sql.SQL(
+            "begin; select set_config('cajex.context', {}, true), set_config('cajex.workspace', {}, true);"
+            " execute {}"
+        ).format(sql.Literal(token), sql.Literal(workspace or ""), sql.Identifier(_CHECK))
+    # Autocommit for the duration: psycopg then sends no BEGIN of its own,
+    # and ours travels with the context.
+    conn.autocommit = True
+    try:
+        try:
+            cur = conn.cursor(row_factory=dict_row)
+            cur.execute(opening)
+            row = _last_row(cur)
+            yield OpenedContext(**row) if row else NO_CONTEXT
+        except BaseException:
+            if not conn.closed:
+                conn.execute("rollback")
+            raise
+        else:
+            conn.execute("commit")
+    finally:
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.autocommit = False
 
 
 @contextlib.contextmanager

@@ -10,6 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 APP_ROLES = ("cajex_app", "cajex_api", "cajex_authenticator", "cajex_anon")
+#: The one view that must run with its owner's rights: it verifies the
+#: context by reading sessions, memberships and the signing key, which the
+#: request roles cannot (db/functions/000_context.sql).
+TRUSTED_VIEWS = ("cajex_private.context",)
+#: What a workspace-scoped policy must read: the verified context.
+CONTEXT_PATTERN = r"cajex_private\.context\b|cajex\.current_workspace_id\(\)"
 #: Schemas the audit ignores: PostgreSQL's own and the extensions'.
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "extensions")
 
@@ -94,6 +100,7 @@ CHECKS: dict[str, tuple[str, str]] = {
         select format('%%I.%%I', n.nspname, c.relname)
         from pg_class c join pg_namespace n on n.oid = c.relnamespace
         where c.relkind = 'v' and {_USER_SCHEMAS}
+          and format('%%I.%%I', n.nspname, c.relname) <> all (%(trusted_views)s)
           and not coalesce('security_invoker=true' = any (c.reloptions)
                            or 'security_invoker=on' = any (c.reloptions), false)
         """,
@@ -134,12 +141,12 @@ CHECKS: dict[str, tuple[str, str]] = {
         from owned o
         join pg_policy pol on pol.polrelid = o.oid
         where not (
-          coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') ~ 'cajex\\.current_workspace_id\\(\\)'
+          coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') ~ %(context_pattern)s
           or (pol.polqual is null
-              and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') ~ 'cajex\\.current_workspace_id\\(\\)')
+              and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') ~ %(context_pattern)s)
         )
         or (pol.polwithcheck is not null
-            and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') !~ 'cajex\\.current_workspace_id\\(\\)')
+            and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') !~ %(context_pattern)s)
         """,
     ),
 }
@@ -149,7 +156,8 @@ def audit(conn) -> list[Finding]:
     """Run every check; the findings, sorted."""
     findings = []
     for check, (message, query) in CHECKS.items():
-        for (obj,) in conn.execute(query, {"app_roles": list(APP_ROLES)}).fetchall():
+        for (obj,) in conn.execute(query, {"app_roles": list(APP_ROLES), "trusted_views": list(TRUSTED_VIEWS),
+                                               "context_pattern": CONTEXT_PATTERN}).fetchall():
             findings.append(Finding(check, obj, message))
     conn.rollback()
     return sorted(findings)

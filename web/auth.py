@@ -105,11 +105,10 @@ def end_session(conn, reason: str = "sign_out") -> None:
 
 
 def user_token() -> str | None:
-    """The context token for the signed-in user, or None."""
-    if not current_user.is_authenticated:
+    """The context credential of the signed-in browser, or None."""
+    if not current_user.is_authenticated or not session.get("sk"):
         return None
-    settings = current_app.extensions["cajex.settings"]
-    return context.user_token(settings.context_secret, current_user.id, current_user.session_id)
+    return context.session_credential(current_user.session_id, session["sk"])
 
 
 def current_user_uuid() -> uuid.UUID | None:

@@ -27,6 +27,11 @@ class TestUser:
     secret_hex: str
 
     def token(self, ttl: int = 300) -> str:
+        """The credential the web app would use for this user's browser."""
+        return context.session_credential(self.session_id, self.session_secret)
+
+    def signed_token(self, ttl: int = 300) -> str:
+        """A signed context token (as the DBA's as-member and jobs use)."""
         return context.user_token(self.secret_hex, self.id, self.session_id, ttl=ttl)
 
 

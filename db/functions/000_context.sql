@@ -20,10 +20,65 @@
 -- api.pre_request() opens the context from request.jwt.claims.
 
 --------------------------------------------------------------------------------
--- Readers. Invoker functions (reading one's own backend's context row is
--- harmless) in PL/pgSQL, which keeps the lookup's plan for the session: a
--- scalar SQL function with a FROM clause cannot be inlined and is planned on
--- every call, which measured 28 us here against 4 us for this form.
+-- The context of the running statement, verified where it is read.
+--
+-- (a) A signed-in user's request sets two transaction-local settings: its
+--     session credential, cajex.context = 'v2.<session id>.<session secret>'
+--     (the secret is the browser's cookie; the database keeps only its
+--     SHA-256), and the slug of the workspace it asks for, cajex.workspace.
+--     This view checks both inline, with no function call and no write: the
+--     planner expands it into each policy's sub-select, so the check runs
+--     once per statement as an InitPlan and costs three index lookups and one
+--     hash. A wrong or stale credential, a revoked or expired session, a
+--     member who left and a deleted workspace all yield no workspace. Anyone
+--     may set the settings; nobody can produce another session's secret.
+-- (b) Jobs, SCIM and PostgREST requests, and callers of open_context with a
+--     signed token, have their context recorded for the transaction by a
+--     definer function in cajex_private.active_contexts. Only used when (a)
+--     is not, so the view has at most one row.
+--
+-- Owned by cajex_definer and not security_invoker: it must read sessions
+-- and memberships, which the request roles cannot. It only ever returns the
+-- caller's own context (security_barrier keeps a caller's own predicates
+-- from running before its checks).
+create or replace view cajex_private.context
+with (security_barrier = true)
+as
+  select w.workspace_id, s.user_id, s.id as session_id, w.member_role,
+         'user'::text as actor, w.workspace_slug
+  from (select string_to_array(current_setting('cajex.context', true), '.') as p) t
+  join cajex.sessions s
+    on cardinality(t.p) = 3 and t.p[1] = 'v2'
+   and s.id = (case when t.p[2] ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                    then t.p[2]::uuid end)
+   and s.token_hash = sha256(convert_to(t.p[3], 'UTF8'))
+   and s.revoked_at is null
+   and s.idle_expires_at > now()
+   and s.absolute_expires_at > now()
+  left join lateral (
+    select w.id as workspace_id, w.slug as workspace_slug, m.role as member_role
+    from cajex.workspaces w
+    join cajex.memberships m
+      on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
+    where w.slug = current_setting('cajex.workspace', true)
+      and w.status = 'active'
+      -- An SSO-enforcing workspace opens only for a session its IdP vouched for.
+      and (not w.sso_enforced or s.sso_workspace_id = w.id)
+  ) w on true
+  union all
+  select c.workspace_id, c.user_id, c.session_id, c.member_role, c.actor, null
+  from cajex_private.active_contexts c
+  where c.backend_pid = pg_backend_pid()
+    and c.opened_at = now()
+    and coalesce(current_setting('cajex.context', true), '') = '';
+alter view cajex_private.context owner to cajex_definer;
+
+--------------------------------------------------------------------------------
+-- Readers, for use inside functions. Policies read the view directly:
+-- `(select c.workspace_id from cajex_private.context c)` is expanded into the
+-- statement's plan, where a function call would cost a call and a plan check
+-- per statement. PL/pgSQL, because it keeps the lookup's plan for the session
+-- (a scalar SQL function with a FROM clause is planned on every call).
 
 create or replace function cajex.current_workspace_id()
 returns uuid
@@ -32,9 +87,7 @@ stable
 parallel safe
 as $$
 begin
-  return (select c.workspace_id
-          from cajex_private.active_contexts c
-          where c.backend_pid = pg_backend_pid() and c.opened_at = now());
+  return (select c.workspace_id from cajex_private.context c);
 end;
 $$;
 comment on function cajex.current_workspace_id() is
@@ -47,9 +100,7 @@ stable
 parallel safe
 as $$
 begin
-  return (select c.user_id
-          from cajex_private.active_contexts c
-          where c.backend_pid = pg_backend_pid() and c.opened_at = now());
+  return (select c.user_id from cajex_private.context c);
 end;
 $$;
 comment on function cajex.current_user_id() is
@@ -62,9 +113,7 @@ stable
 parallel safe
 as $$
 begin
-  return (select c.member_role
-          from cajex_private.active_contexts c
-          where c.backend_pid = pg_backend_pid() and c.opened_at = now());
+  return (select c.member_role from cajex_private.context c);
 end;
 $$;
 comment on function cajex.current_member_role() is
@@ -77,9 +126,7 @@ stable
 parallel safe
 as $$
 begin
-  return (select c.actor
-          from cajex_private.active_contexts c
-          where c.backend_pid = pg_backend_pid() and c.opened_at = now());
+  return (select c.actor from cajex_private.context c);
 end;
 $$;
 comment on function cajex.current_actor() is
@@ -93,87 +140,98 @@ create or replace function cajex_private.install_context(
   p_user_id uuid,
   p_session_id uuid,
   p_workspace text,
-  p_actor text
+  p_actor text,
+  out workspace_id uuid,
+  out workspace_slug text,
+  out member_role text,
+  out user_id uuid
 )
-returns table (workspace_id uuid, workspace_slug text, member_role text, user_id uuid)
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_sso_workspace uuid;
-  v_idle interval;
-  v_last_seen timestamptz;
-  v_workspace_id uuid;
-  v_slug text;
-  v_role text;
+  v_live boolean;
+  v_touch boolean;
   v_ref_id uuid;
 begin
-  -- The session must be live and its user enabled.
-  select s.sso_workspace_id, s.idle_expires_at - s.last_seen_at, s.last_seen_at
-    into v_sso_workspace, v_idle, v_last_seen
+  -- A workspace is named by slug or id. (Decided here, not in the query: SQL
+  -- does not promise to skip a failing cast, and two plain lookups each use
+  -- their index where one OR would not.)
+  if p_workspace ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    v_ref_id := p_workspace::uuid;
+  end if;
+
+  -- One statement: the session must be live and its user enabled; the
+  -- workspace, when named, must be active, the user an active member, and an
+  -- SSO-enforcing workspace opens only for a session its own IdP vouched for.
+  select true,
+         s.last_seen_at < now() - interval '1 minute',
+         w.id, w.slug, w.role
+    into v_live, v_touch, workspace_id, workspace_slug, member_role
   from cajex.sessions s
-  join cajex.users u on u.id = s.user_id
+  join cajex.users u on u.id = s.user_id and u.disabled_at is null
+  left join lateral (
+    select w.id, w.slug, m.role
+    from cajex.workspaces w
+    join cajex.memberships m on m.workspace_id = w.id and m.user_id = s.user_id
+    where (case when v_ref_id is null then w.slug = p_workspace else w.id = v_ref_id end)
+      and w.status = 'active'
+      and m.status = 'active'
+      and (not w.sso_enforced or s.sso_workspace_id = w.id)
+  ) w on p_workspace is not null
   where s.id = p_session_id
     and s.user_id = p_user_id
     and s.revoked_at is null
     and s.idle_expires_at > now()
-    and s.absolute_expires_at > now()
-    and u.disabled_at is null;
-  if not found then
+    and s.absolute_expires_at > now();
+  if v_live is null then
+    -- No context at all; a workspace the user may not open only leaves the
+    -- workspace empty (not a member, not active, not there all look alike).
+    workspace_id := null;
+    workspace_slug := null;
+    member_role := null;
     return;
   end if;
 
   -- Slide the idle window, at most once a minute so that reads stay reads.
-  if v_last_seen < now() - interval '1 minute' then
+  if v_touch then
     update cajex.sessions s
     set last_seen_at = now(),
-        idle_expires_at = least(now() + v_idle, s.absolute_expires_at)
+        idle_expires_at = least(now() + (s.idle_expires_at - s.last_seen_at), s.absolute_expires_at)
     where s.id = p_session_id;
   end if;
 
-  if p_workspace is not null then
-    -- A workspace is named by slug or id. (Cast in PL/pgSQL, not in the
-    -- query: SQL does not promise to skip the cast for a slug.)
-    if p_workspace ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
-      v_ref_id := p_workspace::uuid;
-    end if;
-    select w.id, w.slug, m.role
-      into v_workspace_id, v_slug, v_role
-    from cajex.workspaces w
-    join cajex.memberships m on m.workspace_id = w.id and m.user_id = p_user_id
-    where (w.slug = p_workspace or w.id = v_ref_id)
-      and w.status = 'active'
-      and m.status = 'active'
-      -- An SSO-enforcing workspace opens only for a session its IdP vouched for.
-      and (not w.sso_enforced or v_sso_workspace = w.id);
-    if not found then
-      -- Not a member, not active, not there: all look the same. The user is
-      -- still signed in, so the context names the user and no workspace.
-      v_workspace_id := null;
-      v_slug := null;
-      v_role := null;
-    end if;
+  -- Each backend owns one row, updated in place (a HOT update: no index
+  -- change, pruned on the page) and inserted once per backend.
+  update cajex_private.active_contexts c
+  set opened_at = now(), user_id = p_user_id, session_id = p_session_id,
+      workspace_id = install_context.workspace_id, member_role = install_context.member_role,
+      actor = p_actor
+  where c.backend_pid = pg_backend_pid();
+  if not found then
+    insert into cajex_private.active_contexts
+      (backend_pid, opened_at, user_id, session_id, workspace_id, member_role, actor)
+    values (pg_backend_pid(), now(), p_user_id, p_session_id, install_context.workspace_id,
+            install_context.member_role, p_actor)
+    on conflict (backend_pid) do update
+      set opened_at = excluded.opened_at, user_id = excluded.user_id,
+          session_id = excluded.session_id, workspace_id = excluded.workspace_id,
+          member_role = excluded.member_role, actor = excluded.actor;
   end if;
-
-  insert into cajex_private.active_contexts as c
-    (backend_pid, opened_at, user_id, session_id, workspace_id, member_role, actor)
-  values (pg_backend_pid(), now(), p_user_id, p_session_id, v_workspace_id, v_role, p_actor)
-  on conflict (backend_pid) do update
-    set opened_at = excluded.opened_at,
-        user_id = excluded.user_id,
-        session_id = excluded.session_id,
-        workspace_id = excluded.workspace_id,
-        member_role = excluded.member_role,
-        actor = excluded.actor;
-
-  return query select v_workspace_id, v_slug, v_role, p_user_id;
+  user_id := p_user_id;
 end;
 $$;
 alter function cajex_private.install_context(uuid, uuid, text, text) owner to cajex_definer;
 
-create or replace function cajex_private.open_context(p_token text, p_workspace text default null)
-returns table (workspace_id uuid, workspace_slug text, member_role text, user_id uuid)
+create or replace function cajex_private.open_context(
+  p_token text,
+  p_workspace text default null,
+  out workspace_id uuid,
+  out workspace_slug text,
+  out member_role text,
+  out user_id uuid
+)
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -182,11 +240,9 @@ declare
   v_parts text[];
   v_secret bytea;
   v_label text;
-  v_workspace_id uuid;
-  v_slug text;
   c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
 begin
-  -- Any defect means no context: zero rows, no writes, no error to leak.
+  -- Any defect means no context: a row of nulls, no writes, no error to leak.
   if p_token is null or octet_length(p_token) > 300 then
     return;
   end if;
@@ -194,15 +250,13 @@ begin
   if cardinality(v_parts) <> 6 or v_parts[1] <> 'v1' or v_parts[5] !~ '^[0-9]{1,11}$' then
     return;
   end if;
-  select k.secret into v_secret from cajex_private.context_keys k where k.key_id = 'k1';
-  if v_secret is null then
-    return;
-  end if;
-  if encode(extensions.hmac(convert_to(array_to_string(v_parts[1:5], '.'), 'UTF8'), v_secret, 'sha256'), 'hex')
-     <> v_parts[6] then
-    return;
-  end if;
   if v_parts[5]::bigint <= extract(epoch from now()) then
+    return;
+  end if;
+  select k.secret into v_secret from cajex_private.context_keys k where k.key_id = 'k1';
+  if v_secret is null
+     or encode(extensions.hmac(convert_to(array_to_string(v_parts[1:5], '.'), 'UTF8'), v_secret, 'sha256'), 'hex')
+        <> v_parts[6] then
     return;
   end if;
 
@@ -210,23 +264,26 @@ begin
     if v_parts[3] !~ c_uuid or v_parts[4] !~ c_uuid then
       return;
     end if;
-    return query
-      select * from cajex_private.install_context(
-        v_parts[3]::uuid, v_parts[4]::uuid, p_workspace, 'user');
+    select * into workspace_id, workspace_slug, member_role, user_id
+    from cajex_private.install_context(v_parts[3]::uuid, v_parts[4]::uuid, p_workspace, 'user');
   elsif v_parts[2] = 's' then
     v_label := v_parts[4];
     if v_parts[3] !~ c_uuid or v_label !~ '^[a-z0-9_:-]{1,64}$' then
       return;
     end if;
-    select w.id, w.slug into v_workspace_id, v_slug
+    select w.id, w.slug into workspace_id, workspace_slug
     from cajex.workspaces w
     where w.id = v_parts[3]::uuid and w.status = 'active';
-    if not found or (p_workspace is not null and p_workspace not in (v_slug, v_workspace_id::text)) then
+    if workspace_id is null
+       or (p_workspace is not null and p_workspace not in (workspace_slug, workspace_id::text)) then
+      workspace_id := null;
+      workspace_slug := null;
       return;
     end if;
+    member_role := 'system';
     insert into cajex_private.active_contexts as c
       (backend_pid, opened_at, user_id, session_id, workspace_id, member_role, actor)
-    values (pg_backend_pid(), now(), null, null, v_workspace_id, 'system', 'job:' || v_label)
+    values (pg_backend_pid(), now(), null, null, open_context.workspace_id, 'system', 'job:' || v_label)
     on conflict (backend_pid) do update
       set opened_at = excluded.opened_at,
           user_id = null,
@@ -234,14 +291,13 @@ begin
           workspace_id = excluded.workspace_id,
           member_role = 'system',
           actor = excluded.actor;
-    return query select v_workspace_id, v_slug, 'system'::text, null::uuid;
   end if;
 end;
 $$;
 alter function cajex_private.open_context(text, text) owner to cajex_definer;
 comment on function cajex_private.open_context(text, text) is
   'Verify a signed context token and open the context for this transaction. Returns '
-  'no row (and no context) for a bad token or a dead session; a row with a null '
+  'one row: all null (and no context) for a bad token or a dead session; a null '
   'workspace when the user may not open the one named.';
 
 -- PostgREST: called by api.pre_request() as cajex_api. PostgREST verified the

@@ -124,3 +124,25 @@ begin
 end;
 $$;
 alter function cajex_private.revoke_sessions(uuid, text, uuid, uuid, text) owner to cajex_definer;
+
+-- Disabling a user ends their sessions at once (the context check reads the
+-- session only, so this is what keeps a disabled user out).
+create or replace function cajex_private.revoke_sessions_of_disabled_user()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if new.disabled_at is not null and old.disabled_at is null then
+    perform cajex_private.revoke_sessions(new.id, 'user_disabled');
+  end if;
+  return new;
+end;
+$$;
+alter function cajex_private.revoke_sessions_of_disabled_user() owner to cajex_definer;
+
+drop trigger if exists users_disable_revokes_sessions on cajex.users;
+create trigger users_disable_revokes_sessions
+  after update of disabled_at on cajex.users
+  for each row execute function cajex_private.revoke_sessions_of_disabled_user();

@@ -3,7 +3,7 @@
 --
 -- Naming: "<subject> can <command> <what>", so that a denial in a plan or a
 -- log reads as a sentence. Every workspace-scoped policy compares to
--- (select cajex.current_workspace_id()): a sub-select, so it is evaluated once
+-- (select c.workspace_id from cajex_private.context c): a sub-select, so it is evaluated once
 -- per statement as an InitPlan, and null (no verified context) matches no row.
 
 --------------------------------------------------------------------------------
@@ -34,10 +34,10 @@ create policy "anyone can read the permission matrix" on cajex.role_permissions
 drop policy if exists "users can read themselves and their workspace's members" on cajex.users;
 create policy "users can read themselves and their workspace's members" on cajex.users
   for select using (
-    id = (select cajex.current_user_id())
+    id = (select c.user_id from cajex_private.context c)
     or exists (
       select from cajex.memberships m
-      where m.workspace_id = (select cajex.current_workspace_id()) and m.user_id = users.id)
+      where m.workspace_id = (select c.workspace_id from cajex_private.context c) and m.user_id = users.id)
   );
 
 --------------------------------------------------------------------------------
@@ -48,14 +48,14 @@ create policy "members can read their organisations" on cajex.organisations
   for select using (
     exists (
       select from cajex.organisation_members om
-      where om.organisation_id = organisations.id and om.user_id = (select cajex.current_user_id()))
+      where om.organisation_id = organisations.id and om.user_id = (select c.user_id from cajex_private.context c))
     or id = (select w.organisation_id from cajex.workspaces w
-             where w.id = (select cajex.current_workspace_id()))
+             where w.id = (select c.workspace_id from cajex_private.context c))
   );
 
 drop policy if exists "users can read their organisation memberships" on cajex.organisation_members;
 create policy "users can read their organisation memberships" on cajex.organisation_members
-  for select using (user_id = (select cajex.current_user_id()));
+  for select using (user_id = (select c.user_id from cajex_private.context c));
 
 drop policy if exists "organisation owners can read the organisation audit" on cajex.organisation_audit_log;
 create policy "organisation owners can read the organisation audit" on cajex.organisation_audit_log
@@ -63,7 +63,7 @@ create policy "organisation owners can read the organisation audit" on cajex.org
     exists (
       select from cajex.organisation_members om
       where om.organisation_id = organisation_audit_log.organisation_id
-        and om.user_id = (select cajex.current_user_id())
+        and om.user_id = (select c.user_id from cajex_private.context c)
         and om.role = 'owner')
   );
 
@@ -74,19 +74,19 @@ create policy "organisation owners can read the organisation audit" on cajex.org
 drop policy if exists "members can read their workspaces" on cajex.workspaces;
 create policy "members can read their workspaces" on cajex.workspaces
   for select using (
-    id = (select cajex.current_workspace_id())
+    id = (select c.workspace_id from cajex_private.context c)
     or exists (
       select from cajex.memberships m
       where m.workspace_id = workspaces.id
-        and m.user_id = (select cajex.current_user_id())
+        and m.user_id = (select c.user_id from cajex_private.context c)
         and m.status = 'active')
   );
 
 drop policy if exists "the context can update its workspace" on cajex.workspaces;
 create policy "the context can update its workspace" on cajex.workspaces
   for update
-  using (id = (select cajex.current_workspace_id()))
-  with check (id = (select cajex.current_workspace_id()));
+  using (id = (select c.workspace_id from cajex_private.context c))
+  with check (id = (select c.workspace_id from cajex_private.context c));
 
 --------------------------------------------------------------------------------
 -- Memberships
@@ -94,51 +94,51 @@ create policy "the context can update its workspace" on cajex.workspaces
 drop policy if exists "members can read the workspace's memberships and their own" on cajex.memberships;
 create policy "members can read the workspace's memberships and their own" on cajex.memberships
   for select using (
-    workspace_id = (select cajex.current_workspace_id())
-    or user_id = (select cajex.current_user_id())
+    workspace_id = (select c.workspace_id from cajex_private.context c)
+    or user_id = (select c.user_id from cajex_private.context c)
   );
 
 drop policy if exists "the context can add memberships" on cajex.memberships;
 create policy "the context can add memberships" on cajex.memberships
-  for insert with check (workspace_id = (select cajex.current_workspace_id()));
+  for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 drop policy if exists "the context can change memberships" on cajex.memberships;
 create policy "the context can change memberships" on cajex.memberships
   for update
-  using (workspace_id = (select cajex.current_workspace_id()))
-  with check (workspace_id = (select cajex.current_workspace_id()));
+  using (workspace_id = (select c.workspace_id from cajex_private.context c))
+  with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 drop policy if exists "the context can remove memberships" on cajex.memberships;
 create policy "the context can remove memberships" on cajex.memberships
-  for delete using (workspace_id = (select cajex.current_workspace_id()));
+  for delete using (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 --------------------------------------------------------------------------------
 -- Projects
 
 drop policy if exists "the context can read projects" on cajex.projects;
 create policy "the context can read projects" on cajex.projects
-  for select using (workspace_id = (select cajex.current_workspace_id()));
+  for select using (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 drop policy if exists "the context can add projects" on cajex.projects;
 create policy "the context can add projects" on cajex.projects
-  for insert with check (workspace_id = (select cajex.current_workspace_id()));
+  for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 drop policy if exists "the context can change projects" on cajex.projects;
 create policy "the context can change projects" on cajex.projects
   for update
-  using (workspace_id = (select cajex.current_workspace_id()))
-  with check (workspace_id = (select cajex.current_workspace_id()));
+  using (workspace_id = (select c.workspace_id from cajex_private.context c))
+  with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 drop policy if exists "the context can remove projects" on cajex.projects;
 create policy "the context can remove projects" on cajex.projects
-  for delete using (workspace_id = (select cajex.current_workspace_id()));
+  for delete using (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 --------------------------------------------------------------------------------
 -- Sessions: a user sees their own (the sessions page).
 
 drop policy if exists "users can read their own sessions" on cajex.sessions;
 create policy "users can read their own sessions" on cajex.sessions
-  for select using (user_id = (select cajex.current_user_id()));
+  for select using (user_id = (select c.user_id from cajex_private.context c));
 
 --------------------------------------------------------------------------------
 -- Audit log: readable by the roles the matrix allows, appended in context.
@@ -146,13 +146,13 @@ create policy "users can read their own sessions" on cajex.sessions
 drop policy if exists "the context can read the audit log" on cajex.audit_log;
 create policy "the context can read the audit log" on cajex.audit_log
   for select using (
-    workspace_id = (select cajex.current_workspace_id())
+    workspace_id = (select c.workspace_id from cajex_private.context c)
     and (select cajex.has_permission('audit.read'))
   );
 
 drop policy if exists "the context can append to the audit log" on cajex.audit_log;
 create policy "the context can append to the audit log" on cajex.audit_log
-  for insert with check (workspace_id = (select cajex.current_workspace_id()));
+  for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 --------------------------------------------------------------------------------
 -- Outbox: the context sees and adds its workspace's jobs; the relay works
@@ -160,28 +160,28 @@ create policy "the context can append to the audit log" on cajex.audit_log
 
 drop policy if exists "the context can read its jobs" on cajex.outbox;
 create policy "the context can read its jobs" on cajex.outbox
-  for select using (workspace_id = (select cajex.current_workspace_id()));
+  for select using (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 drop policy if exists "the context can add jobs" on cajex.outbox;
 create policy "the context can add jobs" on cajex.outbox
-  for insert with check (workspace_id = (select cajex.current_workspace_id()));
+  for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 --------------------------------------------------------------------------------
 -- Workspace data keys (wrapped; useless without the master key).
 
 drop policy if exists "the context can read its data keys" on cajex.workspace_keys;
 create policy "the context can read its data keys" on cajex.workspace_keys
-  for select using (workspace_id = (select cajex.current_workspace_id()));
+  for select using (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 drop policy if exists "the context can add data keys" on cajex.workspace_keys;
 create policy "the context can add data keys" on cajex.workspace_keys
-  for insert with check (workspace_id = (select cajex.current_workspace_id()));
+  for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 drop policy if exists "the context can retire data keys" on cajex.workspace_keys;
 create policy "the context can retire data keys" on cajex.workspace_keys
   for update
-  using (workspace_id = (select cajex.current_workspace_id()))
-  with check (workspace_id = (select cajex.current_workspace_id()));
+  using (workspace_id = (select c.workspace_id from cajex_private.context c))
+  with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
 --------------------------------------------------------------------------------
 -- Grants. Requests read tables through RLS and write only through functions.
@@ -189,7 +189,7 @@ create policy "the context can retire data keys" on cajex.workspace_keys
 grant usage on schema cajex, cajex_private to cajex_app, cajex_api;
 grant usage on schema api to cajex_api, cajex_anon;
 
-grant select on cajex_private.active_contexts to cajex_app, cajex_api;
+grant select on cajex_private.context to cajex_app, cajex_api, cajex_owner;
 grant select on cajex.users, cajex.organisations, cajex.organisation_members,
   cajex.organisation_audit_log, cajex.plans, cajex.role_permissions, cajex.workspaces,
   cajex.memberships, cajex.projects, cajex.sessions, cajex.audit_log, cajex.outbox,
