@@ -28,6 +28,11 @@ class OpenedContext:
     workspace_slug: str | None
     role: str | None
     user_id: uuid.UUID | None
+    #: What the role may do here, from the permission matrix (cajex.role_permissions).
+    permissions: frozenset = frozenset()
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
 
     @property
     def opened(self) -> bool:
@@ -36,6 +41,11 @@ class OpenedContext:
 
 NO_CONTEXT = OpenedContext(None, None, None, None)
 
+_PERMISSIONS = (
+    "array(select rp.permission from cajex.role_permissions rp where rp.role = c.member_role)"
+    " as permissions"
+)
+
 
 def make_pool(url: str, min_size: int = 2, max_size: int = 10, name: str = "cajex") -> ConnectionPool:
     """A pool of cajex_app connections.
@@ -43,8 +53,9 @@ def make_pool(url: str, min_size: int = 2, max_size: int = 10, name: str = "caje
     Connections come back to the pool outside any transaction (the pool rolls
     back an open one), and the context row of a finished transaction never
     matches the next (it is keyed by the transaction's start time), so no
-    context outlives its transaction. The pool reconnects after a database
-    restart: `check` tests each connection as it is handed out.
+    context outlives its transaction. After a database restart, a request
+    that meets a dead connection fails with 503 and the pool replaces the
+    connection; a background check every `max_idle` keeps idle ones fresh.
     """
     return ConnectionPool(
         url,
@@ -53,7 +64,6 @@ def make_pool(url: str, min_size: int = 2, max_size: int = 10, name: str = "caje
         name=name,
         open=True,
         kwargs={"row_factory": dict_row, "autocommit": False},
-        check=ConnectionPool.check_connection,
         timeout=10,
         reconnect_timeout=60,
     )
@@ -61,8 +71,9 @@ def make_pool(url: str, min_size: int = 2, max_size: int = 10, name: str = "caje
 
 _CHECK = "cajex_context_check"
 _CHECK_SQL = (
-    f"prepare {_CHECK} as select workspace_id, workspace_slug, member_role as role, user_id"
-    " from cajex_private.context"
+    f"prepare {_CHECK} as select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
+    + _PERMISSIONS
+    + " from cajex_private.context c"
 )
 
 
@@ -108,8 +119,9 @@ def in_context(
         raise RuntimeError("in_context() must start its own transaction")
     if not token.startswith("v2."):
         opening = sql.SQL(
-            "begin; select workspace_id, workspace_slug, member_role as role, user_id"
-            " from cajex_private.open_context({}, {})"
+            "begin; select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
+            + _PERMISSIONS
+            + " from cajex_private.open_context({}, {}) c"
         ).format(sql.Literal(token), sql.Literal(workspace))
     else:
         _prepare(conn)
@@ -125,6 +137,8 @@ def in_context(
             cur = conn.cursor(row_factory=dict_row)
             cur.execute(opening)
             row = _last_row(cur)
+            if row:
+                row["permissions"] = frozenset(row["permissions"] or ())
             yield OpenedContext(**row) if row else NO_CONTEXT
         except BaseException:
             if not conn.closed:

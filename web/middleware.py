@@ -67,14 +67,16 @@ def init_app(app: Flask) -> None:
                 return []
             items = []
             for label, endpoint, permission in app.extensions["cajex.nav"]:
-                if permission is not None and not conn.execute(
-                    "select cajex.has_permission(%s) as ok", (permission,)
-                ).fetchone()["ok"]:
+                if permission is not None and not workspace.can(permission):
                     continue
                 items.append({"label": label, "url": url_for(endpoint, slug=workspace.workspace_slug)})
             return items
 
-        return {"my_workspaces": my_workspaces, "workspace_nav": workspace_nav}
+        def can(permission: str) -> bool:
+            workspace = g.get("workspace")
+            return workspace is not None and workspace.can(permission)
+
+        return {"my_workspaces": my_workspaces, "workspace_nav": workspace_nav, "can": can}
 
     @app.before_request
     def _start():
@@ -174,12 +176,8 @@ def workspace_view(permission: str | None = None):
                     g.db = conn
                     g.workspace = opened
                     structlog.contextvars.bind_contextvars(workspace_id=str(opened.workspace_id))
-                    if permission is not None:
-                        allowed = conn.execute(
-                            "select cajex.has_permission(%s) as ok", (permission,)
-                        ).fetchone()["ok"]
-                        if not allowed:
-                            raise AppError(403, "forbidden", f"your role may not {permission}")
+                    if permission is not None and not opened.can(permission):
+                        raise AppError(403, "forbidden", f"your role may not {permission}")
                     return view(*args, **kwargs)
 
         return wrapper

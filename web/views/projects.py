@@ -142,7 +142,7 @@ def api_delete(project_id):
 def page():
     session["last_workspace"] = g.workspace.workspace_slug
     items, next_cursor = list_page(g.db, 50, request.args.get("cursor") or None)
-    can_write = g.db.execute("select cajex.has_permission('project.write') as ok").fetchone()["ok"]
+    can_write = g.workspace.can("project.write")
     return render_template("projects.html", projects=items, next_cursor=next_cursor, can_write=can_write)
 
 
