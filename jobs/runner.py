@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from cajex import config, db, log
+from cajex import config, db, log, metrics
 from cajex.jobs import registry
 
 _logger = log.get("cajex.jobs")
@@ -51,6 +51,8 @@ def run_outbox_job(outbox_id: int) -> str:
     except Exception as exc:
         with pool.connection() as conn:
             conn.execute("select cajex_private.finish_outbox_job(%s, %s)", (outbox_id, type(exc).__name__ + ": " + log.scrub_text(str(exc))))
+        metrics.JOBS.labels(row["kind"], "failed").inc()
+        metrics.JOB_DURATION.labels(row["kind"]).observe(time.perf_counter() - started)
         _logger.warning(
             "job.failed", error_class=type(exc).__name__,
             duration_ms=round((time.perf_counter() - started) * 1000, 2), **log_fields,
@@ -58,5 +60,7 @@ def run_outbox_job(outbox_id: int) -> str:
         raise
     with pool.connection() as conn:
         conn.execute("select cajex_private.finish_outbox_job(%s, null)", (outbox_id,))
+    metrics.JOBS.labels(row["kind"], "done").inc()
+    metrics.JOB_DURATION.labels(row["kind"]).observe(time.perf_counter() - started)
     _logger.info("job.finished", duration_ms=round((time.perf_counter() - started) * 1000, 2), **log_fields)
     return "done"

@@ -20,7 +20,7 @@ import structlog
 from flask import Flask, abort, current_app, g, request
 from flask_login import current_user, logout_user
 
-from cajex import db, log
+from cajex import db, log, metrics
 from cajex.errors import AppError
 from cajex.web import auth
 
@@ -96,12 +96,16 @@ def init_app(app: Flask) -> None:
         if request.path.startswith(("/api/", "/w/")) or "/api/" in request.path:
             response.headers.setdefault("Cache-Control", "no-store")
         workspace = g.get("workspace")
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(route).observe(elapsed)
         _logger.info(
             "request",
             method=request.method,
-            route=request.url_rule.rule if request.url_rule else None,
+            route=route,
             status=response.status_code,
-            duration_ms=round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+            duration_ms=round(elapsed * 1000, 2),
             workspace_id=str(workspace.workspace_id) if workspace else None,
             user_id=current_user.get_id() if current_user and current_user.is_authenticated else None,
         )

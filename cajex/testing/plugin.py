@@ -18,6 +18,12 @@ TEMPLATE_DB = "cajex_tests"
 
 
 def pytest_configure(config):
+    if not os.environ.get("CAJEX_LOG_FILE"):
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="cajex-test-logs-", suffix=".jsonl")
+        os.close(fd)
+        os.environ["CAJEX_LOG_FILE"] = path
     host, port = services.postgres()
     config.option.postgresql_host = host
     config.option.postgresql_port = str(port)
@@ -106,6 +112,11 @@ def signed_in(world, app):
 def csrf_headers() -> dict:
     """The header a signed-in test client's forms carry (see World.login)."""
     return {"X-CSRF-Token": "test-csrf-token"}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked run_last go last (the log check reads the whole run's logs)."""
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
 
 
 def pytest_report_header(config):

@@ -60,6 +60,9 @@ def main(argv: list[str]) -> int:
     os.environ["CAJEX_TEST_PG_DIR"] = str(root / "pg")
     os.environ["CAJEX_TEST_REDIS_URL"] = rd.url
     services.context_secret()
+    # Every log line of the run goes to one file, which the last test greps
+    # for addresses, tokens and secrets (tests/py/test_logs.py).
+    os.environ["CAJEX_LOG_FILE"] = str(root / "all-logs.jsonl")
     try:
         pgtap = run_pgtap(pg)
         _say(f"pgTAP {'passed' if pgtap == 0 else 'FAILED'}; running pytest")
