@@ -8,6 +8,7 @@ worker dies mid-job, the row's lease expires and it is handed over again.
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import time
@@ -21,14 +22,19 @@ from cajex import config, log
 _logger = log.get("cajex.relay")
 
 QUEUE = "cajex"
-REQUEUE_AFTER = "2 minutes"
+
+
+def requeue_after() -> str:
+    """How long a handed-over job may go unfinished before it is handed over
+    again (a worker died). Also the workers' lease on a started job."""
+    return f"{int(os.environ.get('CAJEX_JOB_LEASE_SECONDS', '600'))} seconds"
 
 
 def relay_once(conn: psycopg.Connection, queue: Queue, batch: int = 100) -> int:
     """Hand one batch of due rows to the queue; returns how many were handed."""
     rows = conn.execute(
         "select id, kind, workspace_id from cajex_private.claim_outbox(%s, %s::interval)",
-        (batch, REQUEUE_AFTER),
+        (batch, requeue_after()),
     ).fetchall()
     conn.commit()
     if not rows:

@@ -6,6 +6,7 @@ import time
 
 from cajex import config, db, log, metrics
 from cajex.jobs import registry
+from cajex.jobs.relay import requeue_after
 
 _logger = log.get("cajex.jobs")
 _state: dict = {}
@@ -26,8 +27,8 @@ def run_outbox_job(outbox_id: int) -> str:
     with pool.connection() as conn:
         row = conn.execute(
             "select o.id, o.workspace_id, o.kind, o.payload, o.attempts"
-            " from cajex_private.claim_outbox_row(%s) o",
-            (outbox_id,),
+            " from cajex_private.claim_outbox_row(%s, %s::interval) o",
+            (outbox_id, requeue_after()),
         ).fetchone()
         conn.commit()
     if row is None:

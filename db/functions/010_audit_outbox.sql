@@ -206,3 +206,31 @@ as $$
   where done_at is null and run_after <= now();
 $$;
 alter function cajex_private.outbox_lag() owner to cajex_definer;
+
+create or replace function cajex_private.outbox_job_done(p_id bigint)
+returns boolean
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select coalesce((select done_at is not null from cajex.outbox where id = p_id), false);
+$$;
+alter function cajex_private.outbox_job_done(bigint) owner to cajex_definer;
+
+-- The heartbeat job's effect: one audit event, and the job marked done in
+-- the same transaction (so a retry after a crash writes it once).
+create or replace function cajex_private.record_heartbeat(p_job_id bigint)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (select cajex.current_member_role()) is distinct from 'system' then
+    raise exception 'only a job records a heartbeat' using errcode = 'CXFBD';
+  end if;
+  perform cajex_private.write_audit('system.heartbeat', 'job', p_job_id::text, '{}'::jsonb);
+  perform cajex_private.finish_outbox_job(p_job_id, null);
+end;
+$$;

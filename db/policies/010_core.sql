@@ -229,7 +229,8 @@ grant execute on function
   cajex_private.claim_outbox_row(bigint, interval),
   cajex_private.release_outbox(bigint[]),
   cajex_private.finish_outbox_job(bigint, text),
-  cajex_private.outbox_lag()
+  cajex_private.outbox_lag(),
+  cajex_private.outbox_job_done(bigint)
   to cajex_app;
 
 -- Functions called from inside other definer functions run as their owner:
@@ -246,4 +247,5 @@ grant execute on function
   api.delete_project(uuid)
   to cajex_api;
 grant execute on function cajex_private.add_member(uuid, text) to cajex_app;
+grant execute on function cajex_private.record_heartbeat(bigint) to cajex_app;
 grant execute on function cajex.workspace_has_feature(text) to cajex_app, cajex_api;
