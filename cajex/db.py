@@ -134,21 +134,41 @@ def in_context(
     conn.autocommit = True
     try:
         try:
-            cur = conn.cursor(row_factory=dict_row)
-            cur.execute(opening)
-            row = _last_row(cur)
+            row = _open(conn, opening)
             if row:
                 row["permissions"] = frozenset(row["permissions"] or ())
             yield OpenedContext(**row) if row else NO_CONTEXT
         except BaseException:
-            if not conn.closed:
-                conn.execute("rollback")
+            _rollback(conn)
             raise
         else:
             conn.execute("commit")
     finally:
         if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             conn.autocommit = False
+
+
+def _open(conn: psycopg.Connection, opening) -> dict | None:
+    cur = conn.cursor(row_factory=dict_row)
+    try:
+        cur.execute(opening)
+    except psycopg.errors.InvalidSqlStatementName:
+        # psycopg deallocates every prepared statement after a rollback it
+        # runs itself; prepare the check again and retry once.
+        _rollback(conn)
+        conn._cajex_check_prepared = False
+        conn.autocommit = False
+        _prepare(conn)
+        conn.autocommit = True
+        cur.execute(opening)
+    return _last_row(cur)
+
+
+def _rollback(conn: psycopg.Connection) -> None:
+    """ROLLBACK without psycopg's reaction to it (deallocating all prepared
+    statements, ours included): nothing here changed the schema."""
+    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.pgconn.exec_(b"ROLLBACK")
 
 
 @contextlib.contextmanager
