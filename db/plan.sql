@@ -2,6 +2,10 @@
 -- Versioned files apply once each, in this order.
 \set file schema/0001_core.sql
 \ir lib/apply_versioned.sql
+\set file schema/0600_crypto.sql
+\ir lib/apply_versioned.sql
+\set file schema/0700_exports_retention.sql
+\ir lib/apply_versioned.sql
 
 \ir lib/after_versioned.sql
 
@@ -16,9 +20,17 @@
 \ir lib/apply_repeatable.sql
 \set file functions/040_users.sql
 \ir lib/apply_repeatable.sql
+\set file functions/600_crypto.sql
+\ir lib/apply_repeatable.sql
+\set file functions/700_exports_retention.sql
+\ir lib/apply_repeatable.sql
 \set file functions/900_api.sql
 \ir lib/apply_repeatable.sql
 \set file policies/010_core.sql
+\ir lib/apply_repeatable.sql
+\set file policies/600_crypto.sql
+\ir lib/apply_repeatable.sql
+\set file policies/700_exports_retention.sql
 \ir lib/apply_repeatable.sql
 
 \ir lib/finish.sql

@@ -1,0 +1,569 @@
+-- Data export, soft delete, restore and purge.
+--
+-- Exports: an admin asks (cajex.request_export), the export job acting for
+-- the workspace records progress and the outcome (start/progress/finish/
+-- fail_export), and the download endpoint asks export_download_allowed()
+-- before it serves an object.
+--
+-- Retention: the owner deletes (cajex.delete_workspace), which makes the
+-- workspace vanish from every context at once (open_context and the context
+-- view only open active workspaces); the owner restores from a user-level
+-- context (cajex.restore_workspace); the purge job deletes rows table by
+-- table in small committed batches (purge_*), then leaves a tombstone.
+
+--------------------------------------------------------------------------------
+-- Exports
+
+-- The latest versioned migration: what the exported rows' shape is. The
+-- ledger is readable by cajex_owner only, which owns this function.
+create or replace function cajex_private.schema_version()
+returns text
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select a.file from cajex_migrations.applied a
+  where a.kind = 'versioned'
+  order by a.file desc
+  limit 1;
+$$;
+
+create or replace function cajex.request_export()
+returns cajex.exports
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_row cajex.exports;
+begin
+  perform cajex_private.require_permission('export.request');
+  perform cajex_private.require_feature('export');
+  -- One export at a time: a second click while one is on its way returns it.
+  select * into v_row from cajex.exports e
+  where e.status in ('queued', 'running')
+  order by e.created_at desc
+  limit 1;
+  if found then
+    return v_row;
+  end if;
+  insert into cajex.exports (workspace_id, requested_by)
+  values ((select cajex.current_workspace_id()), (select cajex.current_user_id()))
+  returning * into v_row;
+  perform cajex_private.enqueue_job('export.run', jsonb_build_object('export_id', v_row.id),
+                                    'export:' || v_row.id::text);
+  perform cajex_private.write_audit('export.requested', 'export', v_row.id::text, '{}');
+  return v_row;
+end;
+$$;
+comment on function cajex.request_export() is
+  'Queue an export of the open workspace (export.request); returns the pending one if any.';
+
+-- The job takes the export: returns the row (status running), or the row
+-- unchanged when it is ready or expired already (a duplicate delivery).
+create or replace function cajex.start_export(p_id uuid)
+returns cajex.exports
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_row cajex.exports;
+begin
+  perform cajex_private.require_permission('export.run');
+  select * into v_row from cajex.exports e where e.id = p_id for update;
+  if not found then
+    raise exception 'export not found' using errcode = 'CXNFD', detail = 'export';
+  end if;
+  if v_row.status in ('ready', 'expired') then
+    return v_row;
+  end if;
+  update cajex.exports e
+  set status = 'running', progress = 0, attempts = e.attempts + 1,
+      started_at = now(), last_error = null
+  where e.workspace_id = v_row.workspace_id and e.id = p_id
+  returning * into v_row;
+  return v_row;
+end;
+$$;
+
+create or replace function cajex.export_progress(p_id uuid, p_progress integer)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform cajex_private.require_permission('export.run');
+  update cajex.exports e
+  set progress = greatest(0, least(99, p_progress))
+  where e.id = p_id and e.status = 'running';
+end;
+$$;
+
+-- The objects are published (renamed or copied into place) before this is
+-- called; only now does the export count as ready, and the requester hears.
+create or replace function cajex.finish_export(
+  p_id uuid,
+  p_objects jsonb,
+  p_row_counts jsonb,
+  p_schema_version text,
+  p_keep interval default interval '7 days',
+  p_page_url text default null
+)
+returns cajex.exports
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_row cajex.exports;
+  v_prefix text := (select cajex.current_workspace_id())::text || '/';
+  v_email text;
+begin
+  perform cajex_private.require_permission('export.run');
+  if p_objects is null or jsonb_typeof(p_objects) <> 'object'
+     or exists (select from jsonb_each(p_objects) o
+                where coalesce(o.value ->> 'key', '') not like v_prefix || '%'
+                   or coalesce(o.value ->> 'sha256', '') !~ '^[0-9a-f]{64}$') then
+    -- An object key always carries its workspace: that is what download
+    -- links are checked against.
+    raise exception 'export objects must be keyed under the workspace and carry a sha256'
+      using errcode = 'CXINV', detail = 'objects';
+  end if;
+  update cajex.exports e
+  set status = 'ready', progress = 100, objects = p_objects,
+      row_counts = coalesce(p_row_counts, '{}'), schema_version = p_schema_version,
+      finished_at = now(), expires_at = now() + p_keep, last_error = null
+  where e.id = p_id and e.status = 'running'
+  returning * into v_row;
+  if not found then
+    raise exception 'export is not running' using errcode = 'CXSTL', detail = 'export';
+  end if;
+  perform cajex_private.write_audit('export.ready', 'export', p_id::text,
+                                    jsonb_build_object('rows', v_row.row_counts));
+  select u.email into v_email from cajex.users u where u.id = v_row.requested_by;
+  if v_email is not null then
+    perform cajex_private.enqueue_job(
+      'email.send',
+      jsonb_build_object(
+        'template', 'export_ready',
+        'to', v_email,
+        'workspace_id', v_row.workspace_id,
+        'params', jsonb_build_object(
+          'export_id', v_row.id,
+          'expires_at', v_row.expires_at,
+          'rows', v_row.row_counts,
+          'url', p_page_url)),
+      'export-ready:' || p_id::text);
+  end if;
+  return v_row;
+end;
+$$;
+
+-- A failed attempt: back to queued (the outbox retries it) until the last
+-- attempt, then failed for good. Nothing was published.
+create or replace function cajex.fail_export(p_id uuid, p_error text, p_final boolean default false)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform cajex_private.require_permission('export.run');
+  update cajex.exports e
+  set status = case when p_final then 'failed' else 'queued' end,
+      progress = 0,
+      last_error = left(p_error, 2000),
+      finished_at = case when p_final then now() end
+  where e.id = p_id and e.status in ('queued', 'running');
+end;
+$$;
+
+-- The download endpoint has no context (a link works without signing in):
+-- it asks here whether the object is a live, ready export of that workspace.
+-- A deleted workspace, an expired export or a key of another workspace all
+-- answer false.
+create or replace function cajex_private.export_download_allowed(p_workspace_id uuid, p_key text)
+returns boolean
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select exists (
+    select
+    from cajex.exports e
+    join cajex.workspaces w on w.id = e.workspace_id and w.status = 'active'
+    where e.workspace_id = p_workspace_id
+      and e.status = 'ready'
+      and e.expires_at > now()
+      and p_key like p_workspace_id::text || '/%'
+      and exists (select from jsonb_each(e.objects) o where o.value ->> 'key' = p_key));
+$$;
+alter function cajex_private.export_download_allowed(uuid, text) owner to cajex_definer;
+
+-- The expiry sweep: ready exports past their date, in every workspace
+-- (deleted ones too: their objects go as well).
+create or replace function cajex_private.due_export_expiries(p_limit integer default 100)
+returns table (workspace_id uuid, id uuid, objects jsonb)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select e.workspace_id, e.id, e.objects
+  from cajex.exports e
+  where e.status = 'ready' and e.expires_at <= now()
+  order by e.expires_at
+  limit p_limit;
+$$;
+alter function cajex_private.due_export_expiries(integer) owner to cajex_definer;
+
+create or replace function cajex_private.expire_export(p_workspace_id uuid, p_id uuid)
+returns void
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update cajex.exports e
+  set status = 'expired', objects = '{}'
+  where e.workspace_id = p_workspace_id and e.id = p_id and e.status = 'ready'
+    and e.expires_at <= now();
+$$;
+alter function cajex_private.expire_export(uuid, uuid) owner to cajex_definer;
+
+--------------------------------------------------------------------------------
+-- Soft delete and restore
+
+-- The owner deletes the open workspace after typing its name. Definer
+-- (bypass): once the status changes the context no longer opens this
+-- workspace, and the notice, billing job and organisation audit are written
+-- after that. p_retention_days is the deployment's recovery window
+-- (CAJEX_RETENTION_DAYS), passed by the web app.
+create or replace function cajex.delete_workspace(p_confirm_name text, p_retention_days integer default 30)
+returns timestamptz
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws cajex.workspaces;
+  v_user uuid;
+  v_email text;
+  v_purge timestamptz;
+begin
+  perform cajex_private.require_permission('workspace.delete');
+  v_user := (select cajex.current_user_id());
+  select * into v_ws from cajex.workspaces w
+  where w.id = (select cajex.current_workspace_id()) and w.status = 'active'
+  for update;
+  if not found then
+    raise exception 'workspace not found' using errcode = 'CXNFD', detail = 'workspace';
+  end if;
+  if p_confirm_name is null or btrim(p_confirm_name) <> v_ws.name then
+    raise exception 'type the workspace''s name to delete it'
+      using errcode = 'CXINV', detail = 'confirm_name',
+        hint = 'The name must match exactly.';
+  end if;
+  if p_retention_days is null or p_retention_days not between 1 and 3650 then
+    raise exception 'the recovery window is 1 to 3650 days'
+      using errcode = 'CXINV', detail = 'retention_days';
+  end if;
+  v_purge := now() + make_interval(days => p_retention_days);
+  -- The workspace's own audit first, while the context still opens it.
+  perform cajex_private.write_audit('workspace.deleted', 'workspace', v_ws.id::text,
+                                    jsonb_build_object('purge_after', v_purge));
+  update cajex.workspaces w
+  set status = 'deleted', deleted_at = now(), deleted_by = v_user, purge_after = v_purge
+  where w.id = v_ws.id;
+  insert into cajex.organisation_audit_log (organisation_id, actor_user_id, action, workspace_id, details)
+  values (v_ws.organisation_id, v_user, 'workspace.deleted', v_ws.id,
+          jsonb_build_object('purge_after', v_purge));
+  perform cajex_private.enqueue_platform_job(
+    v_ws.id, 'billing.workspace_deleted', jsonb_build_object('workspace_id', v_ws.id),
+    'billing-deleted:' || v_ws.id::text);
+  select u.email into v_email
+  from cajex.memberships m join cajex.users u on u.id = m.user_id
+  where m.workspace_id = v_ws.id and m.role = 'owner';
+  if v_email is not null then
+    -- No workspace on the email job: the workspace opens no context now.
+    perform cajex_private.enqueue_platform_job(
+      null, 'email.send',
+      jsonb_build_object(
+        'template', 'workspace_deleted', 'to', v_email, 'workspace_id', null,
+        'params', jsonb_build_object('workspace_name', v_ws.name, 'workspace_id', v_ws.id,
+                                     'purge_after', v_purge)));
+  end if;
+  return v_purge;
+end;
+$$;
+alter function cajex.delete_workspace(text, integer) owner to cajex_definer;
+comment on function cajex.delete_workspace(text, integer) is
+  'Soft-delete the open workspace (workspace.delete, name typed to confirm); returns the purge date.';
+
+-- The signed-in user's deleted workspaces that they own and may restore.
+create or replace function cajex.my_deleted_workspaces()
+returns table (workspace_id uuid, slug text, name text, deleted_at timestamptz, purge_after timestamptz)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select w.id, w.slug, w.name, w.deleted_at, w.purge_after
+  from cajex.memberships m
+  join cajex.workspaces w on w.id = m.workspace_id
+  where m.user_id = (select cajex.current_user_id())
+    and m.role = 'owner'
+    and w.status = 'deleted'
+    and w.purge_after > now()
+    and not exists (select from cajex_private.workspace_purges p where p.workspace_id = w.id)
+  order by w.deleted_at desc;
+$$;
+alter function cajex.my_deleted_workspaces() owner to cajex_definer;
+
+-- Restore, from the owner's user-level context: every row is still there,
+-- so the workspace returns as it was.
+create or replace function cajex.restore_workspace(p_workspace_id uuid)
+returns text
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user uuid := (select cajex.current_user_id());
+  v_ws cajex.workspaces;
+begin
+  if v_user is null then
+    raise exception 'sign in to restore a workspace' using errcode = 'CXNCX';
+  end if;
+  select w.* into v_ws
+  from cajex.workspaces w
+  join cajex.memberships m on m.workspace_id = w.id and m.user_id = v_user and m.role = 'owner'
+  where w.id = p_workspace_id and w.status = 'deleted'
+  for update of w;
+  -- Not yours, not deleted and not there look alike.
+  if not found then
+    raise exception 'workspace not found' using errcode = 'CXNFD', detail = 'workspace';
+  end if;
+  if v_ws.purge_after <= now()
+     or exists (select from cajex_private.workspace_purges p where p.workspace_id = p_workspace_id) then
+    raise exception 'the recovery window of this workspace has ended'
+      using errcode = 'CXEXP', detail = 'workspace';
+  end if;
+  update cajex.workspaces w
+  set status = 'active', deleted_at = null, deleted_by = null, purge_after = null
+  where w.id = p_workspace_id;
+  insert into cajex.audit_log (workspace_id, actor_user_id, actor, action, target_type, target_id, details)
+  values (p_workspace_id, v_user, 'user', 'workspace.restored', 'workspace', p_workspace_id::text, '{}');
+  insert into cajex.organisation_audit_log (organisation_id, actor_user_id, action, workspace_id, details)
+  values (v_ws.organisation_id, v_user, 'workspace.restored', p_workspace_id, '{}');
+  perform cajex_private.enqueue_platform_job(
+    p_workspace_id, 'billing.workspace_restored', jsonb_build_object('workspace_id', p_workspace_id),
+    'billing-restored:' || p_workspace_id::text || ':' || extract(epoch from now())::bigint::text);
+  return v_ws.slug;
+end;
+$$;
+alter function cajex.restore_workspace(uuid) owner to cajex_definer;
+
+--------------------------------------------------------------------------------
+-- Purge. Called by the purge job only (granted to no request role's use in
+-- the web app; the job connects as cajex_app and calls these outside any
+-- context).
+
+-- Workspaces whose date has passed, and purges a crash left unfinished.
+create or replace function cajex_private.purge_due(p_limit integer default 10)
+returns table (workspace_id uuid)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select w.id
+  from cajex.workspaces w
+  where w.status = 'deleted' and w.purge_after <= now()
+  order by w.purge_after
+  limit p_limit;
+$$;
+alter function cajex_private.purge_due(integer) owner to cajex_definer;
+
+-- Every table that holds rows of a workspace, found in the catalog (areas
+-- add tables all the time): those with a foreign key to cajex.workspaces.
+-- Ordered so that a table comes before every table it references (children
+-- first), and with the action to take: delete the rows, or null the column
+-- of a set-null reference.
+create or replace function cajex_private.purge_tables()
+returns table (table_name regclass, column_name text, action text, depth integer)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with recursive owned as (
+    select c.conrelid as rel, a.attname::text as col,
+           case when c.confdeltype in ('n', 'd') then 'nullify' else 'delete' end as action
+    from pg_constraint c
+    join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
+    where c.contype = 'f'
+      and c.confrelid = 'cajex.workspaces'::regclass
+      and cardinality(c.conkey) = 1
+      and c.conrelid <> 'cajex.workspaces'::regclass
+  ),
+  -- References between owned tables: child -> parent.
+  edges as (
+    select distinct c.conrelid as child, c.confrelid as parent
+    from pg_constraint c
+    where c.contype = 'f'
+      and c.conrelid in (select rel from owned)
+      and c.confrelid in (select rel from owned)
+      and c.conrelid <> c.confrelid
+  ),
+  -- Depth: the longest chain of references below the table (a parent is 0).
+  walk (rel, depth) as (
+    select o.rel, 0 from owned o
+    union all
+    select e.child, w.depth + 1
+    from walk w join edges e on e.parent = w.rel
+    where w.depth < 32
+  )
+  select o.rel::regclass, o.col, o.action, max(w.depth)::integer
+  from owned o join walk w on w.rel = o.rel
+  group by o.rel, o.col, o.action
+  order by max(w.depth) desc, o.rel::regclass::text, o.col;
+$$;
+alter function cajex_private.purge_tables() owner to cajex_definer;
+
+-- Begin (or resume) a purge: records the start, after which the workspace
+-- can no longer be restored. Returns false when the workspace is not due.
+create or replace function cajex_private.purge_begin(p_workspace_id uuid)
+returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_org uuid;
+begin
+  select w.organisation_id into v_org
+  from cajex.workspaces w
+  where w.id = p_workspace_id and w.status = 'deleted' and w.purge_after <= now()
+  for update;
+  if v_org is null then
+    return false;
+  end if;
+  insert into cajex_private.workspace_purges (workspace_id, organisation_id)
+  values (p_workspace_id, v_org)
+  on conflict (workspace_id) do nothing;
+  return true;
+end;
+$$;
+alter function cajex_private.purge_begin(uuid) owner to cajex_definer;
+
+-- One small batch of one table: at most p_limit rows, committed by the
+-- caller, so locks are short and other workspaces are not held up. Refuses
+-- a table that purge_tables() does not name, and a workspace whose purge was
+-- not begun.
+create or replace function cajex_private.purge_batch(p_workspace_id uuid, p_table regclass,
+                                                     p_column text, p_limit integer default 5000)
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_action text;
+  v_count integer;
+begin
+  if not exists (select from cajex_private.workspace_purges p
+                 where p.workspace_id = p_workspace_id and p.finished_at is null) then
+    raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
+  end if;
+  select t.action into v_action from cajex_private.purge_tables() t
+  where t.table_name = p_table and t.column_name = p_column;
+  if v_action is null then
+    raise exception 'not a workspace-owned table' using errcode = 'CXINV', detail = 'table';
+  end if;
+  if v_action = 'nullify' then
+    execute format(
+      'update %s set %I = null where ctid = any (array(select ctid from %s where %I = $1 limit $2))',
+      p_table, p_column, p_table, p_column)
+    using p_workspace_id, p_limit;
+  else
+    execute format(
+      'delete from %s where ctid = any (array(select ctid from %s where %I = $1 limit $2))',
+      p_table, p_table, p_column)
+    using p_workspace_id, p_limit;
+  end if;
+  get diagnostics v_count = row_count;
+  update cajex_private.workspace_purges p
+  set rows_deleted = p.rows_deleted + v_count
+  where p.workspace_id = p_workspace_id;
+  return v_count;
+end;
+$$;
+alter function cajex_private.purge_batch(uuid, regclass, text, integer) owner to cajex_definer;
+
+-- Crypto-shredding: the workspace's data keys go first, so whatever a crash
+-- leaves behind (and every backup) is unreadable.
+create or replace function cajex_private.purge_destroy_keys(p_workspace_id uuid)
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_count integer;
+begin
+  if not exists (select from cajex_private.workspace_purges p
+                 where p.workspace_id = p_workspace_id and p.finished_at is null) then
+    raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
+  end if;
+  delete from cajex.workspace_keys k where k.workspace_id = p_workspace_id;
+  get diagnostics v_count = row_count;
+  update cajex_private.workspace_purges p
+  set keys_destroyed = p.keys_destroyed + v_count
+  where p.workspace_id = p_workspace_id;
+  return v_count;
+end;
+$$;
+alter function cajex_private.purge_destroy_keys(uuid) owner to cajex_definer;
+
+-- The end of a purge: the tombstone (no name, no address, no settings, no
+-- person) and the organisation's audit record. Idempotent.
+create or replace function cajex_private.purge_finish(p_workspace_id uuid, p_objects_deleted bigint)
+returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_purge cajex_private.workspace_purges;
+begin
+  select * into v_purge from cajex_private.workspace_purges p
+  where p.workspace_id = p_workspace_id
+  for update;
+  if not found then
+    raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
+  end if;
+  if v_purge.finished_at is not null then
+    return false;
+  end if;
+  update cajex_private.workspace_purges p
+  set finished_at = now(), objects_deleted = p.objects_deleted + coalesce(p_objects_deleted, 0)
+  where p.workspace_id = p_workspace_id
+  returning * into v_purge;
+  -- The slug is unique: the tombstone takes a placeholder made of its id.
+  update cajex.workspaces w
+  set status = 'purged', purged_at = now(),
+      slug = 'purged-' || replace(w.id::text, '-', ''),
+      name = 'Purged workspace', settings = '{}', deleted_by = null, sso_enforced = false
+  where w.id = p_workspace_id;
+  insert into cajex.organisation_audit_log (organisation_id, actor_user_id, action, workspace_id, details)
+  values (v_purge.organisation_id, null, 'workspace.purged', p_workspace_id,
+          jsonb_build_object('rows', v_purge.rows_deleted, 'objects', v_purge.objects_deleted,
+                             'keys', v_purge.keys_destroyed));
+  return true;
+end;
+$$;
+alter function cajex_private.purge_finish(uuid, bigint) owner to cajex_definer;
