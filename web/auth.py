@@ -21,6 +21,10 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from cajex import context
 
 login_manager = LoginManager()
+# No IP/user-agent binding: sessions are server-side and revocable at once,
+# and a binding would sign out people whose address changes (mobile, VPN)
+# while rewriting the cookie on every response.
+login_manager.session_protection = None
 
 
 @dataclasses.dataclass

@@ -345,8 +345,9 @@ stable
 parallel safe
 as $$
   select exists (
-    select from cajex.role_permissions rp
-    where rp.permission = p_permission and rp.role = (select cajex.current_member_role())
+    select from cajex_private.context c
+    join cajex.role_permissions rp on rp.role = c.member_role
+    where rp.permission = p_permission
   )
 $$;
 
@@ -357,12 +358,21 @@ stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_workspace uuid;
+  v_allowed boolean;
 begin
-  if (select cajex.current_workspace_id()) is null then
+  -- One read of the context for both checks.
+  select c.workspace_id,
+         exists (select from cajex.role_permissions rp
+                 where rp.role = c.member_role and rp.permission = p_permission)
+    into v_workspace, v_allowed
+  from cajex_private.context c;
+  if v_workspace is null then
     raise exception 'no workspace is open for this request'
       using errcode = 'CXNCX', hint = 'Open a workspace context before calling this function.';
   end if;
-  if not cajex.has_permission(p_permission) then
+  if not v_allowed then
     raise exception 'your role may not %', p_permission
       using errcode = 'CXFBD', detail = p_permission,
         hint = 'Ask an owner or admin of this workspace.';

@@ -54,8 +54,9 @@ begin
   perform cajex_private.require_permission('project.write');
   perform cajex_private.validate_project_fields(p_name, p_description, p_tags, p_status);
   insert into cajex.projects (workspace_id, name, description, tags, status, created_by)
-  values ((select cajex.current_workspace_id()), btrim(p_name), coalesce(p_description, ''),
-          coalesce(p_tags, '{}'), coalesce(p_status, 'active'), (select cajex.current_user_id()))
+  select c.workspace_id, btrim(p_name), coalesce(p_description, ''),
+         coalesce(p_tags, '{}'), coalesce(p_status, 'active'), c.user_id
+  from cajex_private.context c
   returning * into v_row;
   perform cajex_private.write_audit('project.created', 'project', v_row.id::text,
                                     jsonb_build_object('name', v_row.name));
