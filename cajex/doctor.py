@@ -15,7 +15,7 @@ APP_ROLES = ("cajex_app", "cajex_api", "cajex_authenticator", "cajex_anon")
 #: request roles cannot (db/functions/000_context.sql).
 TRUSTED_VIEWS = ("cajex_private.context",)
 #: What a workspace-scoped policy must read: the verified context.
-CONTEXT_PATTERN = r"cajex_private\.context\b|cajex\.current_workspace_id\(\)"
+CONTEXT_PATTERN = r"cajex_private\.context\y|cajex\.current_workspace_id\(\)"
 #: Schemas the audit ignores: PostgreSQL's own and the extensions'.
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "extensions")
 
@@ -140,13 +140,16 @@ CHECKS: dict[str, tuple[str, str]] = {
         select o.name || ' (' || pol.polname || ')'
         from owned o
         join pg_policy pol on pol.polrelid = o.oid
-        where not (
+        -- A policy only for roles that bypass RLS is never consulted.
+        where not (not 0::oid = any (pol.polroles) and not exists (
+          select from pg_roles r where r.oid = any (pol.polroles) and not r.rolbypassrls))
+        and (not (
           coalesce(pg_get_expr(pol.polqual, pol.polrelid), '') ~ %(context_pattern)s
           or (pol.polqual is null
               and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') ~ %(context_pattern)s)
         )
         or (pol.polwithcheck is not null
-            and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') !~ %(context_pattern)s)
+            and coalesce(pg_get_expr(pol.polwithcheck, pol.polrelid), '') !~ %(context_pattern)s))
         """,
     ),
 }
