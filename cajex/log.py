@@ -7,6 +7,7 @@ last line of defence and masks anything that looks like one.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
@@ -43,14 +44,19 @@ class _Tee:
 
     def __init__(self, stream, path: str):
         self._stream = stream
-        self._file = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+        # Unbuffered appends of whole lines: several processes share the file,
+        # and O_APPEND keeps each single write of a line in one piece.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._pending = ""
 
     def write(self, text: str) -> int:
-        self._file.write(text)
+        self._pending += text
+        if "\n" in self._pending:
+            complete, _, self._pending = self._pending.rpartition("\n")
+            os.write(self._fd, (complete + "\n").encode())
         return self._stream.write(text)
 
     def flush(self) -> None:
-        self._file.flush()
         self._stream.flush()
 
 
@@ -60,8 +66,6 @@ def configure(level: int = logging.INFO, stream=None) -> None:
     if _configured:
         return
     _configured = True
-    import os
-
     stream = stream or sys.stderr
     if os.environ.get("CAJEX_LOG_FILE"):
         # Every log line of a test run also lands in one file, which the
