@@ -39,16 +39,19 @@ def baseline_app():
     are replaced by a query with an explicit workspace_id, run as a role that
     bypasses RLS.
     """
+    from cajex.web import create_app
+    from cajex.web.views.projects import _COLUMNS, to_json
     from flask import jsonify
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
 
-    from cajex.web import create_app
-    from cajex.web.views.projects import _COLUMNS, to_json
-
     app = create_app()
-    pool = ConnectionPool(os.environ["BASELINE_DATABASE_URL"], min_size=2, max_size=10,
-                          kwargs={"row_factory": dict_row})
+    pool = ConnectionPool(
+        os.environ["BASELINE_DATABASE_URL"],
+        min_size=2,
+        max_size=10,
+        kwargs={"row_factory": dict_row},
+    )
     workspace_id = os.environ["BASELINE_WORKSPACE_ID"]
 
     @app.get("/hardcoded/<slug>/api/v1/projects")
@@ -110,10 +113,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
 
+    import psycopg
+
     from cajex.localservices import LocalPostgres, free_port
     from cajex.migrate import migrate
-
-    import psycopg
 
     root = Path(tempfile.mkdtemp(prefix="cajex-bench-http-"))
     pg = LocalPostgres(root, fast=True).start()
@@ -122,35 +125,82 @@ def main() -> None:
         context_secret = secrets.token_hex(32)
         migrate(pg.url(), context_secret)
         admin = psycopg.connect(pg.url(), autocommit=True)
-        user = admin.execute("insert into cajex.users (email) values ('bench@bench.test') returning id").fetchone()[0]
-        org = admin.execute("insert into cajex.organisations (name) values ('Bench') returning id").fetchone()[0]
+        user = admin.execute(
+            "insert into cajex.users (email) values ('bench@bench.test') returning id"
+        ).fetchone()[0]
+        org = admin.execute(
+            "insert into cajex.organisations (name) values ('Bench') returning id"
+        ).fetchone()[0]
         ws = admin.execute(
             "insert into cajex.workspaces (organisation_id, slug, name, plan) values (%s, 'bench', 'Bench', 'team')"
-            " returning id", (org,)).fetchone()[0]
-        admin.execute("insert into cajex.memberships (workspace_id, user_id, role) values (%s, %s, 'owner')", (ws, user))
+            " returning id",
+            (org,),
+        ).fetchone()[0]
+        admin.execute(
+            "insert into cajex.memberships (workspace_id, user_id, role) values (%s, %s, 'owner')",
+            (ws, user),
+        )
         admin.execute(
             "insert into cajex.projects (workspace_id, name, tags, created_at)"
             " select %s, 'Project ' || g, '{platform}', now() - g * interval '1 minute'"
-            " from generate_series(1, 2000) g", (ws,))
+            " from generate_series(1, 2000) g",
+            (ws,),
+        )
         session_secret = secrets.token_urlsafe(32)
         session_id = admin.execute(
             "select cajex_private.create_session(%s, %s, 'bench')",
-            (user, hashlib.sha256(session_secret.encode()).digest())).fetchone()[0]
+            (user, hashlib.sha256(session_secret.encode()).digest()),
+        ).fetchone()[0]
         admin.execute("vacuum analyze")
 
-        env = dict(os.environ, DATABASE_URL=pg.url("cajex", "cajex_app"), REDIS_URL="",
-                   CAJEX_ENV="production", CAJEX_SECRET_KEY="k" * 64, CAJEX_CONTEXT_SECRET=context_secret,
-                   CAJEX_JWT_SECRET="j" * 64, CAJEX_MASTER_KEY="m" * 64, CAJEX_DATA_DIR=str(root),
-                   BASELINE_DATABASE_URL=pg.url(), BASELINE_WORKSPACE_ID=str(ws),
-                   PYTHONPATH=str(ROOT))
+        env = dict(
+            os.environ,
+            DATABASE_URL=pg.url("cajex", "cajex_app"),
+            REDIS_URL="",
+            CAJEX_ENV="production",
+            CAJEX_SECRET_KEY="k" * 64,
+            CAJEX_CONTEXT_SECRET=context_secret,
+            CAJEX_JWT_SECRET="j" * 64,
+            CAJEX_MASTER_KEY="m" * 64,
+            CAJEX_DATA_DIR=str(root),
+            BASELINE_DATABASE_URL=pg.url(),
+            BASELINE_WORKSPACE_ID=str(ws),
+            PYTHONPATH=str(ROOT),
+        )
         app_port, base_port = free_port(), free_port()
         common = ["--workers", "2", "--threads", "2", "--log-level", "warning"]
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *common, "-b", f"127.0.0.1:{app_port}", "cajex.web.wsgi:app"],
-            env=env, cwd=ROOT))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *common, "-b", f"127.0.0.1:{base_port}",
-             "--chdir", str(ROOT / "bench"), "http_overhead:baseline_app()"], env=env, cwd=ROOT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    *common,
+                    "-b",
+                    f"127.0.0.1:{app_port}",
+                    "cajex.web.wsgi:app",
+                ],
+                env=env,
+                cwd=ROOT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    *common,
+                    "-b",
+                    f"127.0.0.1:{base_port}",
+                    "--chdir",
+                    str(ROOT / "bench"),
+                    "http_overhead:baseline_app()",
+                ],
+                env=env,
+                cwd=ROOT,
+            )
+        )
         wait_http(app_port)
         wait_http(base_port)
 
@@ -161,8 +211,17 @@ def main() -> None:
         signer = Flask("cookie")
         signer.secret_key = env["CAJEX_SECRET_KEY"]
         cookie = signer.session_interface.get_signing_serializer(signer).dumps(
-            {"_user_id": str(user), "_fresh": True, "sid": str(session_id), "sk": session_secret})
-        app_headers = {"Cookie": f"cajex_session={cookie}", "Accept": "application/json"}
+            {
+                "_user_id": str(user),
+                "_fresh": True,
+                "sid": str(session_id),
+                "sk": session_secret,
+            }
+        )
+        app_headers = {
+            "Cookie": f"cajex_session={cookie}",
+            "Accept": "application/json",
+        }
         path = "/w/bench/api/v1/projects"
         base_path = "/hardcoded/bench/api/v1/projects"
 
@@ -171,9 +230,19 @@ def main() -> None:
         burst(base_port, base_path, app_headers, per_round // 4 or 1, args.clients)
         app_time = base_time = 0.0
         for i in range(args.rounds):
-            order = [(True, app_port), (False, base_port)] if i % 2 == 0 else [(False, base_port), (True, app_port)]
+            order = (
+                [(True, app_port), (False, base_port)]
+                if i % 2 == 0
+                else [(False, base_port), (True, app_port)]
+            )
             for is_app, port in order:
-                elapsed = burst(port, path if is_app else base_path, app_headers, per_round, args.clients)
+                elapsed = burst(
+                    port,
+                    path if is_app else base_path,
+                    app_headers,
+                    per_round,
+                    args.clients,
+                )
                 if is_app:
                     app_time += elapsed
                 else:
@@ -192,15 +261,19 @@ def main() -> None:
         pg.stop("immediate")
 
     ratio = round(app_rps / base_rps, 3)
-    print(json.dumps({
-        "bench": "http_overhead",
-        "requests_per_side": total,
-        "rps_with_context": round(app_rps, 1),
-        "rps_hardcoded": round(base_rps, 1),
-        "ratio": ratio,
-        "target": {"ratio": 0.90},
-        "met": ratio >= 0.90,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "http_overhead",
+                "requests_per_side": total,
+                "rps_with_context": round(app_rps, 1),
+                "rps_hardcoded": round(base_rps, 1),
+                "ratio": ratio,
+                "target": {"ratio": 0.90},
+                "met": ratio >= 0.90,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -112,7 +112,9 @@ def sessions_for(admin, numbers: list[int]) -> dict[int, uuid.UUID]:
     return out
 
 
-def measure(app, base, secret, targets: list[int], sessions, project_ids, iterations: int) -> dict:
+def measure(
+    app, base, secret, targets: list[int], sessions, project_ids, iterations: int
+) -> dict:
     """Interleave context+RLS and hand-scoped transactions; per-kind timings."""
     times = {k: [] for k in ("list_rls", "list_scoped", "get_rls", "get_scoped")}
 
@@ -148,7 +150,9 @@ def measure(app, base, secret, targets: list[int], sessions, project_ids, iterat
             if i >= 200:  # warm-up
                 times[name].append(elapsed)
         # Both paths must answer the same.
-        assert [r[0] for r in results["list_rls"]] == [r[0] for r in results["list_scoped"]]
+        assert [r[0] for r in results["list_rls"]] == [
+            r[0] for r in results["list_scoped"]
+        ]
         assert results["get_rls"] == results["get_scoped"]
 
     def pct(values, q):
@@ -186,7 +190,10 @@ def main() -> None:
         owner = admin.execute(
             "insert into cajex.users (email) values ('org@bench.test') returning id"
         ).fetchone()[0]
-        admin.execute("insert into cajex.organisations (name, created_by) values ('Bench', %s)", (owner,))
+        admin.execute(
+            "insert into cajex.organisations (name, created_by) values ('Bench', %s)",
+            (owner,),
+        )
 
         per_ws = max(1, args.projects // args.workspaces)
         say(f"loading 100 workspaces x {per_ws} projects, and one of {args.large}")
@@ -196,27 +203,41 @@ def main() -> None:
         targets = list(range(1, 101))
         sessions = sessions_for(admin, targets)
         project_ids = {
-            n: [r[0] for r in admin.execute(
-                "select id from cajex.projects where workspace_id = %s limit 200", (ws_id(n),)).fetchall()]
+            n: [
+                r[0]
+                for r in admin.execute(
+                    "select id from cajex.projects where workspace_id = %s limit 200",
+                    (ws_id(n),),
+                ).fetchall()
+            ]
             for n in targets
         }
         app = psycopg.connect(pg.url("cajex", "cajex_app"))
         base = psycopg.connect(pg.url())  # superuser: no RLS, hand-scoped queries
         say(f"measuring at 100 workspaces ({args.iterations} iterations)")
-        small = measure(app, base, secret, targets, sessions, project_ids, args.iterations)
+        small = measure(
+            app, base, secret, targets, sessions, project_ids, args.iterations
+        )
 
-        say(f"growing to {args.workspaces} workspaces and {args.projects + args.large} projects")
+        say(
+            f"growing to {args.workspaces} workspaces and {args.projects + args.large} projects"
+        )
         step = 1000
         for first in range(101, args.workspaces + 1, step):
             load(admin, first, min(first + step, args.workspaces + 1), per_ws)
             say(f"  {min(first + step, args.workspaces + 1) - 1} workspaces")
         admin.execute("vacuum analyze")
         say(f"measuring at {args.workspaces} workspaces")
-        large = measure(app, base, secret, targets, sessions, project_ids, args.iterations)
+        large = measure(
+            app, base, secret, targets, sessions, project_ids, args.iterations
+        )
     finally:
         pg.stop("immediate")
 
-    scale = {k: round(large[k]["p50_ratio"] / small[k]["p50_ratio"], 3) for k in ("list", "get")}
+    scale = {
+        k: round(large[k]["p50_ratio"] / small[k]["p50_ratio"], 3)
+        for k in ("list", "get")
+    }
     worst_p50 = max(large["list"]["p50_ratio"], large["get"]["p50_ratio"])
     worst_p99 = max(large["list"]["p99_ratio"], large["get"]["p99_ratio"])
     result = {

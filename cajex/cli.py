@@ -26,7 +26,10 @@ def _database_url(value: str | None) -> str:
 
 
 database_url_option = click.option(
-    "--database-url", envvar="DATABASE_URL", default=None, help="PostgreSQL URL (default: $DATABASE_URL)."
+    "--database-url",
+    envvar="DATABASE_URL",
+    default=None,
+    help="PostgreSQL URL (default: $DATABASE_URL).",
 )
 
 
@@ -86,7 +89,9 @@ def db_doctor(database_url: str | None) -> None:
 @db.command("as-member")
 @click.option("--workspace", "slug", required=True, help="Workspace slug.")
 @click.option("--email", required=True, help="The member's email address.")
-@click.option("--ttl", default=3600, show_default=True, help="Seconds the context token lasts.")
+@click.option(
+    "--ttl", default=3600, show_default=True, help="Seconds the context token lasts."
+)
 @database_url_option
 def db_as_member(slug: str, email: str, ttl: int, database_url: str | None) -> None:
     """Print SQL that opens a member's workspace context in psql."""
@@ -96,7 +101,9 @@ def db_as_member(slug: str, email: str, ttl: int, database_url: str | None) -> N
 
     settings = config.from_env()
     if not settings.context_secret:
-        raise click.UsageError("CAJEX_CONTEXT_SECRET is not set: the token must be signed with it")
+        raise click.UsageError(
+            "CAJEX_CONTEXT_SECRET is not set: the token must be signed with it"
+        )
     with psycopg.connect(_database_url(database_url)) as conn:
         try:
             click.echo(as_member_sql(conn, settings.context_secret, slug, email, ttl))
@@ -119,18 +126,32 @@ def demo(database_url: str | None) -> None:
 
 
 @cli.command("postgrest-config")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="postgrest.conf", show_default=True)
-@click.option("--authenticator-url", default=None, help="db-uri for cajex_authenticator.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default="postgrest.conf",
+    show_default=True,
+)
+@click.option(
+    "--authenticator-url", default=None, help="db-uri for cajex_authenticator."
+)
 @click.option("--port", default=3000, show_default=True)
 @database_url_option
-def postgrest_config(output: str, authenticator_url: str | None, port: int, database_url: str | None) -> None:
+def postgrest_config(
+    output: str, authenticator_url: str | None, port: int, database_url: str | None
+) -> None:
     """Write a PostgREST config for the api schema."""
     from cajex.postgrest import write_config
 
     settings = config.from_env()
     if not settings.jwt_secret:
-        raise click.UsageError("CAJEX_JWT_SECRET is not set: PostgREST and the web app share it")
-    path = write_config(output, settings, authenticator_url, _database_url(database_url), port)
+        raise click.UsageError(
+            "CAJEX_JWT_SECRET is not set: PostgREST and the web app share it"
+        )
+    path = write_config(
+        output, settings, authenticator_url, _database_url(database_url), port
+    )
     click.echo(f"wrote {path}")
 
 
@@ -156,7 +177,13 @@ def relay() -> None:
 
 @cli.command("up")
 @click.option("--port", default=8000, show_default=True, help="Web port on 127.0.0.1.")
-@click.option("--demo/--no-demo", "with_demo", default=True, show_default=True, help="Load the demo data.")
+@click.option(
+    "--demo/--no-demo",
+    "with_demo",
+    default=True,
+    show_default=True,
+    help="Load the demo data.",
+)
 def up(port: int, with_demo: bool) -> None:
     """Run the platform: PostgreSQL and Redis (private ones unless configured),
     the schema, the web app, a worker, the relay and the scheduler."""

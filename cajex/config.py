@@ -101,7 +101,12 @@ def load_or_create_secrets(data_dir: Path) -> dict[str, str]:
             if "=" in line:
                 key, value = line.split("=", 1)
                 found[key] = value
-    wanted = ("CAJEX_SECRET_KEY", "CAJEX_CONTEXT_SECRET", "CAJEX_JWT_SECRET", "CAJEX_MASTER_KEY")
+    wanted = (
+        "CAJEX_SECRET_KEY",
+        "CAJEX_CONTEXT_SECRET",
+        "CAJEX_JWT_SECRET",
+        "CAJEX_MASTER_KEY",
+    )
     changed = False
     for key in wanted:
         if key not in found:

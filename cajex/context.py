@@ -28,11 +28,23 @@ def _sign(secret_hex: str, parts: list[str]) -> str:
 
 
 def user_token(
-    secret_hex: str, user_id: uuid.UUID | str, session_id: uuid.UUID | str, ttl: int = DEFAULT_TTL
+    secret_hex: str,
+    user_id: uuid.UUID | str,
+    session_id: uuid.UUID | str,
+    ttl: int = DEFAULT_TTL,
 ) -> str:
     """A token for a signed-in user's session; the workspace is named on opening."""
     exp = int(time.time()) + ttl
-    return _sign(secret_hex, ["v1", "u", str(uuid.UUID(str(user_id))), str(uuid.UUID(str(session_id))), str(exp)])
+    return _sign(
+        secret_hex,
+        [
+            "v1",
+            "u",
+            str(uuid.UUID(str(user_id))),
+            str(uuid.UUID(str(session_id))),
+            str(exp),
+        ],
+    )
 
 
 def session_credential(session_id: uuid.UUID | str, session_secret: str) -> str:
@@ -51,4 +63,6 @@ def service_token(
     if not _LABEL.match(label):
         raise ValueError("a job label has 1-64 of a-z, 0-9, _, : and -")
     exp = int(time.time()) + ttl
-    return _sign(secret_hex, ["v1", "s", str(uuid.UUID(str(workspace_id))), label, str(exp)])
+    return _sign(
+        secret_hex, ["v1", "s", str(uuid.UUID(str(workspace_id))), label, str(exp)]
+    )

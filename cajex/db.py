@@ -47,7 +47,9 @@ _PERMISSIONS = (
 )
 
 
-def make_pool(url: str, min_size: int = 2, max_size: int = 10, name: str = "cajex") -> ConnectionPool:
+def make_pool(
+    url: str, min_size: int = 2, max_size: int = 10, name: str = "cajex"
+) -> ConnectionPool:
     """A pool of cajex_app connections.
 
     Connections come back to the pool outside any transaction (the pool rolls
@@ -82,7 +84,9 @@ def _prepare(conn: psycopg.Connection) -> None:
     if getattr(conn, "_cajex_check_prepared", False):
         return
     with conn.transaction():
-        if not conn.execute("select 1 from pg_prepared_statements where name = %s", (_CHECK,)).fetchone():
+        if not conn.execute(
+            "select 1 from pg_prepared_statements where name = %s", (_CHECK,)
+        ).fetchone():
             conn.execute(_CHECK_SQL)
     conn._cajex_check_prepared = True
 
@@ -90,7 +94,11 @@ def _prepare(conn: psycopg.Connection) -> None:
 def _last_row(cur: psycopg.Cursor) -> dict | None:
     """The first row of the last result of a multi-statement query, if any."""
     while True:
-        row = cur.fetchone() if cur.pgresult is not None and cur.pgresult.ntuples else None
+        row = (
+            cur.fetchone()
+            if cur.pgresult is not None and cur.pgresult.ntuples
+            else None
+        )
         if not cur.nextset():
             return row
 
@@ -128,7 +136,9 @@ def in_context(
         opening = sql.SQL(
             "begin; select set_config('cajex.context', {}, true), set_config('cajex.workspace', {}, true);"
             " execute {}"
-        ).format(sql.Literal(token), sql.Literal(workspace or ""), sql.Identifier(_CHECK))
+        ).format(
+            sql.Literal(token), sql.Literal(workspace or ""), sql.Identifier(_CHECK)
+        )
     # Autocommit for the duration: psycopg then sends no BEGIN of its own,
     # and ours travels with the context.
     conn.autocommit = True
@@ -144,7 +154,10 @@ def in_context(
         else:
             conn.execute("commit")
     finally:
-        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        if (
+            not conn.closed
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        ):
             conn.autocommit = False
 
 
@@ -167,7 +180,10 @@ def _open(conn: psycopg.Connection, opening) -> dict | None:
 def _rollback(conn: psycopg.Connection) -> None:
     """ROLLBACK without psycopg's reaction to it (deallocating all prepared
     statements, ours included): nothing here changed the schema."""
-    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if (
+        not conn.closed
+        and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+    ):
         conn.pgconn.exec_(b"ROLLBACK")
 
 
@@ -177,5 +193,8 @@ def as_service(
 ) -> Iterator[tuple[psycopg.Connection, OpenedContext]]:
     """A job's transaction acting for one workspace (audit actor `job:<label>`)."""
     token = context.service_token(secret, workspace_id, label)
-    with pool.connection() as conn, in_context(conn, token, str(workspace_id)) as opened:
+    with (
+        pool.connection() as conn,
+        in_context(conn, token, str(workspace_id)) as opened,
+    ):
         yield conn, opened

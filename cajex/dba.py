@@ -10,7 +10,9 @@ from psycopg import sql
 from cajex import context
 
 
-def as_member_sql(conn, context_secret: str, slug: str, email: str, ttl: int = 3600) -> str:
+def as_member_sql(
+    conn, context_secret: str, slug: str, email: str, ttl: int = 3600
+) -> str:
     """SQL that opens `email`'s context in workspace `slug` for one transaction.
 
     Opens a real, short-lived session for the member (auth method
@@ -30,7 +32,12 @@ def as_member_sql(conn, context_secret: str, slug: str, email: str, ttl: int = 3
     user_id = row[0]
     session_id = conn.execute(
         "select cajex_private.create_session(%s, %s, 'dba_as_member', %s::interval, %s::interval)",
-        (user_id, hashlib.sha256(secrets.token_bytes(32)).digest(), f"{ttl} seconds", f"{ttl} seconds"),
+        (
+            user_id,
+            hashlib.sha256(secrets.token_bytes(32)).digest(),
+            f"{ttl} seconds",
+            f"{ttl} seconds",
+        ),
     ).fetchone()[0]
     conn.commit()
     token = context.user_token(context_secret, user_id, session_id, ttl=ttl)

@@ -159,8 +159,14 @@ def audit(conn) -> list[Finding]:
     """Run every check; the findings, sorted."""
     findings = []
     for check, (message, query) in CHECKS.items():
-        for (obj,) in conn.execute(query, {"app_roles": list(APP_ROLES), "trusted_views": list(TRUSTED_VIEWS),
-                                               "context_pattern": CONTEXT_PATTERN}).fetchall():
+        for (obj,) in conn.execute(
+            query,
+            {
+                "app_roles": list(APP_ROLES),
+                "trusted_views": list(TRUSTED_VIEWS),
+                "context_pattern": CONTEXT_PATTERN,
+            },
+        ).fetchall():
             findings.append(Finding(check, obj, message))
     conn.rollback()
     return sorted(findings)

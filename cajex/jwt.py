@@ -22,9 +22,13 @@ def _unb64(text: str) -> bytes:
 
 
 def sign(claims: dict, secret: str) -> str:
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    header = _b64(
+        json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode()
+    )
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    mac = hmac.new(secret.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(
+        secret.encode(), f"{header}.{body}".encode(), hashlib.sha256
+    ).digest()
     return f"{header}.{body}.{_b64(mac)}"
 
 
@@ -41,7 +45,9 @@ def verify(token: str, secret: str, leeway: int = 0) -> dict:
         raise InvalidToken("malformed") from exc
     if header.get("alg") != "HS256":
         raise InvalidToken("alg")
-    mac = hmac.new(secret.encode(), f"{header_b64}.{body_b64}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(
+        secret.encode(), f"{header_b64}.{body_b64}".encode(), hashlib.sha256
+    ).digest()
     if not hmac.compare_digest(_b64(mac), sig_b64):
         raise InvalidToken("signature")
     if "exp" in claims and claims["exp"] + leeway < time.time():
@@ -49,7 +55,9 @@ def verify(token: str, secret: str, leeway: int = 0) -> dict:
     return claims
 
 
-def postgrest_token(secret: str, user_id: str, session_id: str, workspace_id: str, ttl: int = 300) -> str:
+def postgrest_token(
+    secret: str, user_id: str, session_id: str, workspace_id: str, ttl: int = 300
+) -> str:
     """A short-lived token for one member's workspace, for PostgREST."""
     now = int(time.time())
     return sign(

@@ -43,7 +43,14 @@ def _ensure_service_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
             check=True,
         )
         return pwd.getpwnam(SERVICE_USER)
@@ -84,7 +91,13 @@ class LocalPostgres:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
     def _run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run(_as_service_user(list(args)), check=True, capture_output=True, text=True, **kwargs)
+        return subprocess.run(
+            _as_service_user(list(args)),
+            check=True,
+            capture_output=True,
+            text=True,
+            **kwargs,
+        )
 
     def start(self) -> LocalPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,12 +105,20 @@ class LocalPostgres:
             _open_path_for(self.data_dir, _ensure_service_user())
         port_file = self.data_dir / "pg.port"
         if self.port is None:
-            self.port = int(port_file.read_text()) if port_file.exists() else free_port()
+            self.port = (
+                int(port_file.read_text()) if port_file.exists() else free_port()
+            )
         port_file.write_text(str(self.port))
         if not (self.pgdata / "PG_VERSION").exists():
             self._run(
-                str(self.bindir / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
-                "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
             )
         opts = [
             f"-p {self.port}",
@@ -107,12 +128,25 @@ class LocalPostgres:
             "-c shared_buffers=256MB",
         ]
         if self.fast:
-            opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            opts += [
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+            ]
         if self.running():
             return self
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.data_dir / "postgres.log"),
-            "-o", " ".join(opts), "-w", "-t", "60", "start",
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.data_dir / "postgres.log"),
+            "-o",
+            " ".join(opts),
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
         self.wait_ready()
         self._ensure_database("cajex")
@@ -120,8 +154,12 @@ class LocalPostgres:
 
     def running(self) -> bool:
         proc = subprocess.run(
-            _as_service_user([str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "status"]),
-            capture_output=True, text=True, check=False,
+            _as_service_user(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "status"]
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         return proc.returncode == 0
 
@@ -142,14 +180,27 @@ class LocalPostgres:
         import psycopg
 
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            if not conn.execute(
+                "select 1 from pg_database where datname = %s", (name,)
+            ).fetchone():
                 conn.execute(f'create database "{name}"')
 
     def stop(self, mode: str = "fast") -> None:
         if self.pgdata.exists() and self.running():
             subprocess.run(
-                _as_service_user([str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"]),
-                capture_output=True, check=False,
+                _as_service_user(
+                    [
+                        str(self.bindir / "pg_ctl"),
+                        "-D",
+                        str(self.pgdata),
+                        "-m",
+                        mode,
+                        "-w",
+                        "stop",
+                    ]
+                ),
+                capture_output=True,
+                check=False,
             )
 
     def restart(self) -> None:
@@ -191,12 +242,25 @@ class LocalRedis:
         if self.port is None:
             self.port = free_port()
         args = [
-            redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir), "--save", "", "--daemonize", "no",
-            "--appendonly", "yes" if self.persist else "no",
-            "--logfile", str(self.data_dir / "redis.log"),
+            redis_executable(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.wait_ready()
         return self
 
@@ -211,7 +275,9 @@ class LocalRedis:
                 return
             except redis.ConnectionError:
                 if self.proc and self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}") from None
+                    raise RuntimeError(
+                        f"redis-server exited; see {self.data_dir / 'redis.log'}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)

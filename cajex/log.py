@@ -20,7 +20,15 @@ _SECRETISH = re.compile(
     r"|(?:sk|rk|pk|whsec)_[A-Za-z0-9_]{8,}"  # Stripe keys and secrets
     r"|\b[0-9a-f]{64}\b)"  # hex secrets
 )
-_SENSITIVE_KEYS = {"email", "token", "password", "secret", "api_key", "authorization", "cookie"}
+_SENSITIVE_KEYS = {
+    "email",
+    "token",
+    "password",
+    "secret",
+    "api_key",
+    "authorization",
+    "cookie",
+}
 
 
 def scrub_text(value: str) -> str:

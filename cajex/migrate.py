@@ -31,7 +31,10 @@ def render_plan(db_dir: Path = DB_DIR) -> str:
     ]
     for folder in REPEATABLE:
         for path in sorted((db_dir / folder).glob("*.sql")):
-            lines += [f"\\set file {folder}/{path.name}", "\\ir lib/apply_repeatable.sql"]
+            lines += [
+                f"\\set file {folder}/{path.name}",
+                "\\ir lib/apply_repeatable.sql",
+            ]
     lines += ["", "\\ir lib/finish.sql"]
     return "\n".join(lines) + "\n"
 
@@ -46,12 +49,25 @@ class MigrationError(RuntimeError):
     """psql refused the migration; the message is psql's."""
 
 
-def migrate(database_url: str, context_secret: str | None = None, db_dir: Path = DB_DIR) -> str:
+def migrate(
+    database_url: str, context_secret: str | None = None, db_dir: Path = DB_DIR
+) -> str:
     """Run db/migrate.sql in one transaction; returns psql's output."""
     psql = shutil.which("psql")
     if psql is None:
-        raise MigrationError("psql is not installed: apt-get install postgresql-client-15")
-    cmd = [psql, database_url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"dbdir={db_dir}"]
+        raise MigrationError(
+            "psql is not installed: apt-get install postgresql-client-15"
+        )
+    cmd = [
+        psql,
+        database_url,
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-v",
+        f"dbdir={db_dir}",
+    ]
     if context_secret:
         cmd += ["-v", f"context_secret={context_secret}"]
     cmd += ["-f", str(db_dir / "migrate.sql")]

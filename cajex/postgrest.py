@@ -41,8 +41,18 @@ def render_config(settings: Settings, authenticator_url: str, port: int = 3000) 
     )
 
 
-def write_config(output: str, settings: Settings, authenticator_url: str | None, database_url: str, port: int) -> Path:
+def write_config(
+    output: str,
+    settings: Settings,
+    authenticator_url: str | None,
+    database_url: str,
+    port: int,
+) -> Path:
     path = Path(output)
-    path.write_text(render_config(settings, authenticator_url or authenticator_url_from(database_url), port))
+    path.write_text(
+        render_config(
+            settings, authenticator_url or authenticator_url_from(database_url), port
+        )
+    )
     path.chmod(0o600)
     return path

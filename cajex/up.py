@@ -35,7 +35,9 @@ def run(port: int, with_demo: bool) -> None:
     if not env.get("DATABASE_URL"):
         from cajex.localservices import LocalPostgres
 
-        click.echo("cajex: starting a private PostgreSQL under " + str(data_dir / "pgdata"))
+        click.echo(
+            "cajex: starting a private PostgreSQL under " + str(data_dir / "pgdata")
+        )
         pg = LocalPostgres(data_dir).start()
         services.append(pg)
         admin_url = pg.url("cajex")
@@ -68,13 +70,17 @@ def run(port: int, with_demo: bool) -> None:
     ]
     cron = _cron_config()
     if cron:
-        procs.append(subprocess.Popen(["rq", "cron", "--url", env["REDIS_URL"], cron], env=env))
+        procs.append(
+            subprocess.Popen(["rq", "cron", "--url", env["REDIS_URL"], cron], env=env)
+        )
 
     url = f"http://127.0.0.1:{port}"
     click.echo("")
     click.echo(f"cajex is running at {url}")
     if with_demo:
-        click.echo(f"Sign in at {url}/login with a demo user, e.g. olivia.owner@northwind.example")
+        click.echo(
+            f"Sign in at {url}/login with a demo user, e.g. olivia.owner@northwind.example"
+        )
         click.echo(f"(the demo users are listed in {data_dir / 'demo.json'})")
     click.echo("Ctrl-C stops everything.")
     try:

@@ -32,7 +32,12 @@ class JobContext:
         """A transaction acting for this job's workspace (see cajex.db.as_service)."""
         from cajex import db
 
-        return db.as_service(self.pool, self.settings.context_secret, self.workspace_id, label or self.kind.replace(".", "_"))
+        return db.as_service(
+            self.pool,
+            self.settings.context_secret,
+            self.workspace_id,
+            label or self.kind.replace(".", "_"),
+        )
 
 
 def handler(kind: str):

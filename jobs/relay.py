@@ -56,7 +56,11 @@ def relay_once(conn: psycopg.Connection, queue: Queue, batch: int = 100) -> int:
         rest = [r[0] for r in rows if r[0] not in handed]
         conn.execute("select cajex_private.release_outbox(%s)", (rest,))
         conn.commit()
-        _logger.warning("relay.redis_unavailable", released=len(rest), error_class=type(exc).__name__)
+        _logger.warning(
+            "relay.redis_unavailable",
+            released=len(rest),
+            error_class=type(exc).__name__,
+        )
     return len(handed)
 
 
@@ -73,22 +77,32 @@ def run(stop_after: float | None = None, sweep_seconds: float = 2.0) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     started = time.monotonic()
-    queue = Queue(QUEUE, connection=redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+    queue = Queue(
+        QUEUE, connection=redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    )
     _logger.info("relay.started")
-    while not stopping and (stop_after is None or time.monotonic() - started < stop_after):
+    while not stopping and (
+        stop_after is None or time.monotonic() - started < stop_after
+    ):
         try:
             with psycopg.connect(settings.database_url, autocommit=False) as conn:
                 listen = psycopg.connect(settings.database_url, autocommit=True)
                 listen.execute("listen cajex_outbox")
-                while not stopping and (stop_after is None or time.monotonic() - started < stop_after):
+                while not stopping and (
+                    stop_after is None or time.monotonic() - started < stop_after
+                ):
                     while relay_once(conn, queue):
                         pass
-                    ready, _, _ = select.select([listen.fileno()], [], [], sweep_seconds)
+                    ready, _, _ = select.select(
+                        [listen.fileno()], [], [], sweep_seconds
+                    )
                     if ready:
                         for _ in listen.notifies(timeout=0):
                             pass
                 listen.close()
         except psycopg.OperationalError as exc:
-            _logger.warning("relay.database_unavailable", error_class=type(exc).__name__)
+            _logger.warning(
+                "relay.database_unavailable", error_class=type(exc).__name__
+            )
             time.sleep(1)
     _logger.info("relay.stopped")

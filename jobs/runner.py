@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from cajex import config, db, log, metrics
 from cajex.jobs import registry
 from cajex.jobs.relay import requeue_after
+
+from cajex import config, db, log, metrics
 
 _logger = log.get("cajex.jobs")
 _state: dict = {}
@@ -35,33 +36,52 @@ def run_outbox_job(outbox_id: int) -> str:
         _logger.info("job.skipped", job_id=outbox_id, reason="done or unknown")
         return "skipped"
     fn = registry.get(row["kind"])
-    log_fields = dict(job_id=outbox_id, kind=row["kind"], workspace_id=str(row["workspace_id"] or ""))
+    log_fields = dict(
+        job_id=outbox_id, kind=row["kind"], workspace_id=str(row["workspace_id"] or "")
+    )
     if fn is None:
         with pool.connection() as conn:
-            conn.execute("select cajex_private.finish_outbox_job(%s, %s)", (outbox_id, "no handler"))
+            conn.execute(
+                "select cajex_private.finish_outbox_job(%s, %s)",
+                (outbox_id, "no handler"),
+            )
         _logger.error("job.unknown_kind", **log_fields)
         return "unknown"
     started = time.perf_counter()
     _logger.info("job.started", attempt=row["attempts"], **log_fields)
     ctx = registry.JobContext(
-        id=row["id"], kind=row["kind"], workspace_id=str(row["workspace_id"]) if row["workspace_id"] else None,
-        payload=row["payload"], attempts=row["attempts"], pool=pool, settings=settings,
+        id=row["id"],
+        kind=row["kind"],
+        workspace_id=str(row["workspace_id"]) if row["workspace_id"] else None,
+        payload=row["payload"],
+        attempts=row["attempts"],
+        pool=pool,
+        settings=settings,
     )
     try:
         fn(ctx)
     except Exception as exc:
         with pool.connection() as conn:
-            conn.execute("select cajex_private.finish_outbox_job(%s, %s)", (outbox_id, type(exc).__name__ + ": " + log.scrub_text(str(exc))))
+            conn.execute(
+                "select cajex_private.finish_outbox_job(%s, %s)",
+                (outbox_id, type(exc).__name__ + ": " + log.scrub_text(str(exc))),
+            )
         metrics.JOBS.labels(row["kind"], "failed").inc()
         metrics.JOB_DURATION.labels(row["kind"]).observe(time.perf_counter() - started)
         _logger.warning(
-            "job.failed", error_class=type(exc).__name__,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2), **log_fields,
+            "job.failed",
+            error_class=type(exc).__name__,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            **log_fields,
         )
         raise
     with pool.connection() as conn:
         conn.execute("select cajex_private.finish_outbox_job(%s, null)", (outbox_id,))
     metrics.JOBS.labels(row["kind"], "done").inc()
     metrics.JOB_DURATION.labels(row["kind"]).observe(time.perf_counter() - started)
-    _logger.info("job.finished", duration_ms=round((time.perf_counter() - started) * 1000, 2), **log_fields)
+    _logger.info(
+        "job.finished",
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        **log_fields,
+    )
     return "done"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import redis
+from cajex.jobs.relay import QUEUE
 from rq import Queue, Worker
 
 from cajex import config, log
-from cajex.jobs.relay import QUEUE
 
 
 def run(burst: bool = False) -> None:

@@ -16,7 +16,9 @@ from cajex import config as config_module
 from cajex import db, log
 
 
-def create_app(settings: config_module.Settings | None = None, test_config: dict | None = None) -> Flask:
+def create_app(
+    settings: config_module.Settings | None = None, test_config: dict | None = None
+) -> Flask:
     """Build the app. `settings` defaults to the environment's."""
     settings = settings or config_module.from_env()
     settings.check_production()

@@ -54,7 +54,9 @@ def unauthorized():
         abort(401)
     from flask import redirect, url_for
 
-    return redirect(url_for(current_app.config.get("LOGIN_VIEW", "home.login"), next=request.path))
+    return redirect(
+        url_for(current_app.config.get("LOGIN_VIEW", "home.login"), next=request.path)
+    )
 
 
 def init_app(app: Flask) -> None:

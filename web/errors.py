@@ -51,13 +51,20 @@ def init_app(app: Flask) -> None:
         code = _HTTP_CODES.get(exc.code or 500, "error")
         message = exc.description if exc.code != 404 else "not found"
         if exc.description == "csrf":
-            code, message = "csrf_failed", "the form expired; reload the page and try again"
+            code, message = (
+                "csrf_failed",
+                "the form expired; reload the page and try again",
+            )
         return _respond(AppError(exc.code or 500, code, message))
 
     @app.errorhandler(psycopg.OperationalError)
     def handle_database_down(exc):
         _logger.warning("database.unavailable", error_class=type(exc).__name__)
-        return _respond(AppError(503, "unavailable", "the database is unavailable; try again shortly"))
+        return _respond(
+            AppError(
+                503, "unavailable", "the database is unavailable; try again shortly"
+            )
+        )
 
     @app.errorhandler(psycopg.Error)
     def handle_database(exc):
@@ -72,4 +79,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(PoolTimeout)
     def handle_pool_timeout(exc):
         _logger.warning("database.pool_timeout")
-        return _respond(AppError(503, "unavailable", "the database is unavailable; try again shortly"))
+        return _respond(
+            AppError(
+                503, "unavailable", "the database is unavailable; try again shortly"
+            )
+        )

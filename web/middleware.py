@@ -17,12 +17,12 @@ import time
 import uuid
 
 import structlog
+from cajex.web import auth
 from flask import Flask, abort, current_app, g, request
 from flask_login import current_user, logout_user
 
 from cajex import db, log, metrics
 from cajex.errors import AppError
-from cajex.web import auth
 
 _logger = log.get("cajex.web")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
@@ -41,7 +41,9 @@ def settings():
     return current_app.extensions["cajex.settings"]
 
 
-def register_nav(app: Flask, label: str, endpoint: str, permission: str | None = None) -> None:
+def register_nav(
+    app: Flask, label: str, endpoint: str, permission: str | None = None
+) -> None:
     """Add a section to a workspace's navigation (shown when the role has `permission`)."""
     app.extensions.setdefault("cajex.nav", []).append((label, endpoint, permission))
 
@@ -55,7 +57,9 @@ def init_app(app: Flask) -> None:
             if "my_workspaces" not in g:
                 conn = g.get("db")
                 g.my_workspaces = (
-                    conn.execute("select * from cajex.my_workspaces()").fetchall() if conn is not None else []
+                    conn.execute("select * from cajex.my_workspaces()").fetchall()
+                    if conn is not None
+                    else []
                 )
             return g.my_workspaces
 
@@ -69,14 +73,23 @@ def init_app(app: Flask) -> None:
             for label, endpoint, permission in app.extensions["cajex.nav"]:
                 if permission is not None and not workspace.can(permission):
                     continue
-                items.append({"label": label, "url": url_for(endpoint, slug=workspace.workspace_slug)})
+                items.append(
+                    {
+                        "label": label,
+                        "url": url_for(endpoint, slug=workspace.workspace_slug),
+                    }
+                )
             return items
 
         def can(permission: str) -> bool:
             workspace = g.get("workspace")
             return workspace is not None and workspace.can(permission)
 
-        return {"my_workspaces": my_workspaces, "workspace_nav": workspace_nav, "can": can}
+        return {
+            "my_workspaces": my_workspaces,
+            "workspace_nav": workspace_nav,
+            "can": can,
+        }
 
     @app.before_request
     def _start():
@@ -107,7 +120,9 @@ def init_app(app: Flask) -> None:
             status=response.status_code,
             duration_ms=round(elapsed * 1000, 2),
             workspace_id=str(workspace.workspace_id) if workspace else None,
-            user_id=current_user.get_id() if current_user and current_user.is_authenticated else None,
+            user_id=current_user.get_id()
+            if current_user and current_user.is_authenticated
+            else None,
         )
         return response
 
@@ -179,9 +194,13 @@ def workspace_view(permission: str | None = None):
                         abort(404)
                     g.db = conn
                     g.workspace = opened
-                    structlog.contextvars.bind_contextvars(workspace_id=str(opened.workspace_id))
+                    structlog.contextvars.bind_contextvars(
+                        workspace_id=str(opened.workspace_id)
+                    )
                     if permission is not None and not opened.can(permission):
-                        raise AppError(403, "forbidden", f"your role may not {permission}")
+                        raise AppError(
+                            403, "forbidden", f"your role may not {permission}"
+                        )
                     return view(*args, **kwargs)
 
         return wrapper
@@ -194,20 +213,30 @@ def parse_uuid(value: str, what: str = "id") -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
-        raise AppError(400, "invalid_id", f"that is not a valid {what}", field=what) from None
+        raise AppError(
+            400, "invalid_id", f"that is not a valid {what}", field=what
+        ) from None
 
 
 def json_body(allowed: set[str], required: set[str] = frozenset()) -> dict:
     """The request's JSON object, checked for unknown and missing fields."""
     if request.mimetype != "application/json":
-        raise AppError(415, "unsupported_media_type", "send JSON with Content-Type: application/json")
+        raise AppError(
+            415,
+            "unsupported_media_type",
+            "send JSON with Content-Type: application/json",
+        )
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise AppError(400, "invalid_json", "the body must be a JSON object")
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise AppError(400, "unknown_field", f"unknown field {unknown[0]}", field=unknown[0])
+        raise AppError(
+            400, "unknown_field", f"unknown field {unknown[0]}", field=unknown[0]
+        )
     missing = sorted(required - set(data))
     if missing:
-        raise AppError(400, "missing_field", f"{missing[0]} is required", field=missing[0])
+        raise AppError(
+            400, "missing_field", f"{missing[0]} is required", field=missing[0]
+        )
     return data

@@ -20,7 +20,9 @@ def register(cli: click.Group) -> None:
         import psycopg
 
         with psycopg.connect(database_url) as conn:
-            pending, oldest = conn.execute("select * from cajex_private.outbox_lag()").fetchone()
+            pending, oldest = conn.execute(
+                "select * from cajex_private.outbox_lag()"
+            ).fetchone()
         click.echo(json.dumps({"pending": pending, "oldest_seconds": round(oldest, 1)}))
 
     @jobs.command("ping")
@@ -36,7 +38,10 @@ def register(cli: click.Group) -> None:
         settings = config.from_env()
         pool = db.make_pool(database_url, 1, 1, name="cli")
         try:
-            with db.as_service(pool, settings.context_secret, workspace_id, "cli") as (conn, opened):
+            with db.as_service(pool, settings.context_secret, workspace_id, "cli") as (
+                conn,
+                opened,
+            ):
                 if opened.workspace_id is None:
                     raise click.ClickException("no active workspace with that id")
                 job = conn.execute(
@@ -52,7 +57,9 @@ def register(cli: click.Group) -> None:
                     click.echo(json.dumps({"job": job, "status": "done"}))
                     return
                 time.sleep(0.5)
-            raise click.ClickException(f"job {job} did not finish in {timeout}s: is a worker and the relay running?")
+            raise click.ClickException(
+                f"job {job} did not finish in {timeout}s: is a worker and the relay running?"
+            )
         finally:
             pool.close()
         del psycopg

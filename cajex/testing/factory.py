@@ -63,7 +63,9 @@ class World:
         return psycopg.connect(self.app_url, row_factory=dict_row)
 
     @contextlib.contextmanager
-    def as_user(self, user: TestUser, workspace: TestWorkspace | str | None = None, conn=None):
+    def as_user(
+        self, user: TestUser, workspace: TestWorkspace | str | None = None, conn=None
+    ):
         """A transaction in `user`'s context (optionally in `workspace`)."""
         conn = conn or self.conn
         ref = workspace.slug if isinstance(workspace, TestWorkspace) else workspace
@@ -73,7 +75,11 @@ class World:
     @contextlib.contextmanager
     def as_job(self, workspace: TestWorkspace, label: str = "test", conn=None):
         conn = conn or self.conn
-        with db.in_context(conn, context.service_token(self.secret, workspace.id, label), str(workspace.id)) as opened:
+        with db.in_context(
+            conn,
+            context.service_token(self.secret, workspace.id, label),
+            str(workspace.id),
+        ) as opened:
             yield conn, opened
 
     # -- factories -------------------------------------------------------------
@@ -83,32 +89,55 @@ class World:
         email = email or f"user{n}-{secrets.token_hex(3)}@example.test"
         secret = secrets.token_urlsafe(32)
         with self.conn.transaction():
-            uid = self.conn.execute("select cajex_private.ensure_user(%s, %s) as id", (email, name)).fetchone()["id"]
+            uid = self.conn.execute(
+                "select cajex_private.ensure_user(%s, %s) as id", (email, name)
+            ).fetchone()["id"]
             sid = self.conn.execute(
                 "select cajex_private.create_session(%s, %s, 'test') as id",
                 (uid, hashlib.sha256(secret.encode()).digest()),
             ).fetchone()["id"]
         return TestUser(uid, email.lower(), sid, secret, self.secret)
 
-    def workspace(self, owner: TestUser | None = None, slug: str | None = None, plan: str = "free",
-                  organisation_id: uuid.UUID | None = None) -> TestWorkspace:
+    def workspace(
+        self,
+        owner: TestUser | None = None,
+        slug: str | None = None,
+        plan: str = "free",
+        organisation_id: uuid.UUID | None = None,
+    ) -> TestWorkspace:
         owner = owner or self.user()
         slug = slug or f"ws-{next(_seq)}-{secrets.token_hex(3)}"
         with self.as_user(owner) as (conn, _):
-            org = organisation_id or conn.execute("select cajex.create_organisation('Org') as id").fetchone()["id"]
+            org = (
+                organisation_id
+                or conn.execute(
+                    "select cajex.create_organisation('Org') as id"
+                ).fetchone()["id"]
+            )
             wid = conn.execute(
-                "select cajex.create_workspace(%s, %s, %s, %s) as id", (org, slug, slug.title(), plan)
+                "select cajex.create_workspace(%s, %s, %s, %s) as id",
+                (org, slug, slug.title(), plan),
             ).fetchone()["id"]
         return TestWorkspace(wid, slug, org, owner)
 
-    def member(self, workspace: TestWorkspace, user: TestUser | None = None, role: str = "member") -> TestUser:
+    def member(
+        self,
+        workspace: TestWorkspace,
+        user: TestUser | None = None,
+        role: str = "member",
+    ) -> TestUser:
         user = user or self.user()
         with self.as_user(workspace.owner, workspace) as (conn, _):
             conn.execute("select cajex_private.add_member(%s, %s)", (user.id, role))
         return user
 
-    def project(self, workspace: TestWorkspace, user: TestUser | None = None, name: str | None = None,
-                tags: list[str] | None = None) -> dict:
+    def project(
+        self,
+        workspace: TestWorkspace,
+        user: TestUser | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> dict:
         user = user or workspace.owner
         with self.as_user(user, workspace) as (conn, _):
             return conn.execute(

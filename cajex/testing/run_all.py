@@ -40,12 +40,28 @@ def run_pgtap(pg: LocalPostgres) -> int:
         conn.execute("create extension if not exists pgtap")
     prove = shutil.which("pg_prove")
     if prove is None:
-        _say("pg_prove is missing: apt-get install libtap-parser-sourcehandler-pgtap-perl")
+        _say(
+            "pg_prove is missing: apt-get install libtap-parser-sourcehandler-pgtap-perl"
+        )
         return 1
     _say(f"pgTAP: {len(files)} files")
     proc = subprocess.run(
-        [prove, "--host", "127.0.0.1", "--port", str(pg.port), "--username", "postgres",
-         "--dbname", "cajex_pgtap", "--ext", ".sql", "--failures", "--timer", *files],
+        [
+            prove,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(pg.port),
+            "--username",
+            "postgres",
+            "--dbname",
+            "cajex_pgtap",
+            "--ext",
+            ".sql",
+            "--failures",
+            "--timer",
+            *files,
+        ],
         check=False,
     )
     return proc.returncode

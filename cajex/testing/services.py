@@ -51,7 +51,9 @@ def redis_url() -> str:
     return _started["redis"].url
 
 
-def load_schema(host: str, port: int, user: str, dbname: str, password: str | None = None, **_) -> None:
+def load_schema(
+    host: str, port: int, user: str, dbname: str, password: str | None = None, **_
+) -> None:
     """pytest-postgresql loader: migrate the template database."""
     from cajex.migrate import migrate
 

@@ -33,7 +33,10 @@ def test_concurrent_clients_never_see_another_workspaces_canaries(world, app):
             client = rng.choice(clients[ws.slug])
             action = rng.random()
             if action < 0.4:
-                response = client.post(f"/w/{ws.slug}/api/v1/projects", json={"name": f"{ws.slug}-{seed}-{step}"})
+                response = client.post(
+                    f"/w/{ws.slug}/api/v1/projects",
+                    json={"name": f"{ws.slug}-{seed}-{step}"},
+                )
                 if response.status_code == 201:
                     with lock:
                         acknowledged[ws.slug].append(response.json["id"])
@@ -42,8 +45,14 @@ def test_concurrent_clients_never_see_another_workspaces_canaries(world, app):
             elif action < 0.8:
                 response = client.get(f"/w/{ws.slug}/api/v1/projects?limit=100")
                 names = [p["name"] for p in response.json["items"]]
-                foreign = [n for n in names if n.startswith("canary-") and n != f"canary-{ws.slug}"]
-                foreign += [n for n in names if not n.startswith(("canary-", ws.slug + "-"))]
+                foreign = [
+                    n
+                    for n in names
+                    if n.startswith("canary-") and n != f"canary-{ws.slug}"
+                ]
+                foreign += [
+                    n for n in names if not n.startswith(("canary-", ws.slug + "-"))
+                ]
                 if foreign:
                     leaks.append((ws.slug, foreign))
             else:
@@ -52,8 +61,10 @@ def test_concurrent_clients_never_see_another_workspaces_canaries(world, app):
                 with lock:
                     theirs = list(acknowledged[other.slug])
                 if theirs:
-                    response = client.patch(f"/w/{ws.slug}/api/v1/projects/{rng.choice(theirs)}",
-                                            json={"name": "hijacked"})
+                    response = client.patch(
+                        f"/w/{ws.slug}/api/v1/projects/{rng.choice(theirs)}",
+                        json={"name": "hijacked"},
+                    )
                     if response.status_code != 404:
                         leaks.append(("patch", response.status_code))
 
@@ -71,4 +82,7 @@ def test_concurrent_clients_never_see_another_workspaces_canaries(world, app):
         ids = {r["id"] for r in rows}
         assert set(acknowledged[ws.slug]) <= ids
         assert not any(r["name"] == "hijacked" for r in rows)
-        assert all(r["name"] == f"canary-{ws.slug}" or r["name"].startswith(ws.slug + "-") for r in rows)
+        assert all(
+            r["name"] == f"canary-{ws.slug}" or r["name"].startswith(ws.slug + "-")
+            for r in rows
+        )

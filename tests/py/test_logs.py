@@ -11,11 +11,15 @@ from cajex import log
 
 def test_scrubber_masks_addresses_tokens_and_secrets():
     """A value that slips into a log event is masked before it is written."""
-    event = log.scrub(None, None, {
-        "event": "x",
-        "note": "sent to ann@example.com with v1.u.00000000-0000-4000-8000-000000000001.x.1.y",
-        "token": "anything",
-    })
+    event = log.scrub(
+        None,
+        None,
+        {
+            "event": "x",
+            "note": "sent to ann@example.com with v1.u.00000000-0000-4000-8000-000000000001.x.1.y",
+            "token": "anything",
+        },
+    )
     assert "ann@example.com" not in event["note"]
     assert event["token"] == "[redacted]"
 
@@ -23,10 +27,16 @@ def test_scrubber_masks_addresses_tokens_and_secrets():
 def test_request_log_line_has_the_fields_operators_need(world, signed_in):
     """A request logs request id, workspace id, user id, route, status and duration."""
     ws = world.workspace()
-    signed_in(ws.owner).get(f"/w/{ws.slug}/api/v1/projects", headers={"X-Request-Id": "req-" + ws.slug})
+    signed_in(ws.owner).get(
+        f"/w/{ws.slug}/api/v1/projects", headers={"X-Request-Id": "req-" + ws.slug}
+    )
     path = Path(os.environ["CAJEX_LOG_FILE"])
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.startswith("{")]
-    request = [x for x in lines if x.get("request_id") == "req-" + ws.slug and x.get("event") == "request"][-1]
+    request = [
+        x
+        for x in lines
+        if x.get("request_id") == "req-" + ws.slug and x.get("event") == "request"
+    ][-1]
     assert request["workspace_id"] == str(ws.id)
     assert request["user_id"] == str(ws.owner.id)
     assert request["route"] == "/w/<slug>/api/v1/projects"
@@ -40,5 +50,7 @@ def test_no_log_line_of_the_whole_run_holds_an_address_token_or_secret():
     path = Path(os.environ["CAJEX_LOG_FILE"])
     lines = path.read_text(errors="replace").splitlines() if path.exists() else []
     assert lines, "the run wrote no log lines at all"
-    assert all(line.startswith("{") for line in lines[:100]), "log lines are JSON objects"
+    assert all(line.startswith("{") for line in lines[:100]), (
+        "log lines are JSON objects"
+    )
     assert log.find_leaks(lines) == []

@@ -15,7 +15,10 @@ def two(world):
 def test_member_can_create_and_list_projects(world, signed_in, two):
     a, _ = two
     client = signed_in(a.owner)
-    created = client.post(f"/w/{a.slug}/api/v1/projects", json={"name": "Threat model", "tags": ["security"]})
+    created = client.post(
+        f"/w/{a.slug}/api/v1/projects",
+        json={"name": "Threat model", "tags": ["security"]},
+    )
     assert created.status_code == 201, created.json
     listed = client.get(f"/w/{a.slug}/api/v1/projects").json
     assert [p["name"] for p in listed["items"]] == ["Threat model"]
@@ -44,10 +47,19 @@ def test_cannot_get_another_workspaces_project_by_id(world, signed_in, two):
     theirs = world.project(b)
     client = signed_in(a.owner)
     assert client.get(f"/w/{a.slug}/api/v1/projects/{theirs['id']}").status_code == 404
-    assert client.patch(f"/w/{a.slug}/api/v1/projects/{theirs['id']}", json={"name": "x"}).status_code == 404
-    assert client.delete(f"/w/{a.slug}/api/v1/projects/{theirs['id']}").status_code == 404
+    assert (
+        client.patch(
+            f"/w/{a.slug}/api/v1/projects/{theirs['id']}", json={"name": "x"}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.delete(f"/w/{a.slug}/api/v1/projects/{theirs['id']}").status_code == 404
+    )
     with world.as_user(b.owner, b) as (conn, _):
-        row = conn.execute("select name from cajex.projects where id = %s", (theirs["id"],)).fetchone()
+        row = conn.execute(
+            "select name from cajex.projects where id = %s", (theirs["id"],)
+        ).fetchone()
     assert row["name"] == theirs["name"]
 
 
@@ -55,7 +67,9 @@ def test_update_and_delete_own_project(world, signed_in, two):
     a, _ = two
     mine = world.project(a)
     client = signed_in(a.owner)
-    updated = client.patch(f"/w/{a.slug}/api/v1/projects/{mine['id']}", json={"status": "archived"})
+    updated = client.patch(
+        f"/w/{a.slug}/api/v1/projects/{mine['id']}", json={"status": "archived"}
+    )
     assert updated.status_code == 200 and updated.json["status"] == "archived"
     assert client.delete(f"/w/{a.slug}/api/v1/projects/{mine['id']}").status_code == 204
     assert client.get(f"/w/{a.slug}/api/v1/projects/{mine['id']}").status_code == 404
@@ -67,7 +81,10 @@ def test_pagination_walks_every_project_once(world, signed_in, two):
     client = signed_in(a.owner)
     seen, cursor = [], None
     while True:
-        page = client.get(f"/w/{a.slug}/api/v1/projects", query_string={"limit": 3, **({"cursor": cursor} if cursor else {})}).json
+        page = client.get(
+            f"/w/{a.slug}/api/v1/projects",
+            query_string={"limit": 3, **({"cursor": cursor} if cursor else {})},
+        ).json
         seen += [p["name"] for p in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -86,22 +103,36 @@ def test_pagination_walks_every_project_once(world, signed_in, two):
         ({"name": "x", "tags": ["<script>"]}, 422, "invalid"),
     ],
 )
-def test_bad_input_gets_a_stable_code_and_writes_nothing(world, signed_in, two, body, status, code):
+def test_bad_input_gets_a_stable_code_and_writes_nothing(
+    world, signed_in, two, body, status, code
+):
     a, _ = two
     client = signed_in(a.owner)
     response = client.post(f"/w/{a.slug}/api/v1/projects", json=body)
     assert response.status_code == status
     assert response.json["error"]["code"] == code
     with world.as_user(a.owner, a) as (conn, _):
-        assert conn.execute("select count(*) as n from cajex.projects").fetchone()["n"] == 0
+        assert (
+            conn.execute("select count(*) as n from cajex.projects").fetchone()["n"]
+            == 0
+        )
 
 
 def test_malformed_ids_and_cursors_are_400(world, signed_in, two):
     a, _ = two
     client = signed_in(a.owner)
-    assert client.get(f"/w/{a.slug}/api/v1/projects/not-a-uuid").json["error"]["code"] == "invalid_id"
-    assert client.get(f"/w/{a.slug}/api/v1/projects?cursor=%%%").json["error"]["code"] == "invalid_cursor"
-    assert client.get(f"/w/{a.slug}/api/v1/projects?limit=1000").json["error"]["code"] == "invalid_limit"
+    assert (
+        client.get(f"/w/{a.slug}/api/v1/projects/not-a-uuid").json["error"]["code"]
+        == "invalid_id"
+    )
+    assert (
+        client.get(f"/w/{a.slug}/api/v1/projects?cursor=%%%").json["error"]["code"]
+        == "invalid_cursor"
+    )
+    assert (
+        client.get(f"/w/{a.slug}/api/v1/projects?limit=1000").json["error"]["code"]
+        == "invalid_limit"
+    )
 
 
 def test_viewer_cannot_write(world, signed_in, two):
@@ -124,7 +155,10 @@ def test_me_lists_workspaces_with_roles(world, signed_in):
     user = world.member(b, world.member(a, role="viewer"), role="admin")
     me = signed_in(user).get("/api/v1/me").json
     assert me["id"] == str(user.id) and me["email"] == user.email
-    assert {(w["slug"], w["role"]) for w in me["workspaces"]} == {(a.slug, "viewer"), (b.slug, "admin")}
+    assert {(w["slug"], w["role"]) for w in me["workspaces"]} == {
+        (a.slug, "viewer"),
+        (b.slug, "admin"),
+    }
 
 
 def test_revoked_session_is_refused_on_the_next_request(world, signed_in):
@@ -132,7 +166,9 @@ def test_revoked_session_is_refused_on_the_next_request(world, signed_in):
     client = signed_in(a.owner)
     assert client.get(f"/w/{a.slug}/api/v1/projects").status_code == 200
     with world.conn.transaction():
-        world.conn.execute("select cajex_private.revoke_sessions(%s, 'test')", (a.owner.id,))
+        world.conn.execute(
+            "select cajex_private.revoke_sessions(%s, 'test')", (a.owner.id,)
+        )
     assert client.get(f"/w/{a.slug}/api/v1/projects").status_code == 401
 
 

@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
-
 from cajex.web import auth
 from cajex.web.middleware import pool
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 development_only = True
 bp = Blueprint("dev_signin", __name__, url_prefix="/dev")
@@ -25,7 +32,9 @@ def _demo_users() -> list[dict]:
 
 @bp.get("/login")
 def page():
-    return render_template("dev_login.html", users=_demo_users(), next=request.args.get("next", ""))
+    return render_template(
+        "dev_login.html", users=_demo_users(), next=request.args.get("next", "")
+    )
 
 
 @bp.post("/login")
@@ -34,7 +43,13 @@ def sign_in():
     if not email or len(email) > 320:
         abort(400)
     with pool().connection() as conn:
-        user_id = conn.execute("select cajex_private.ensure_user(%s) as id", (email,)).fetchone()["id"]
+        user_id = conn.execute(
+            "select cajex_private.ensure_user(%s) as id", (email,)
+        ).fetchone()["id"]
         auth.start_session(conn, user_id, "development")
     nxt = request.form.get("next", "")
-    return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else url_for("home.index"))
+    return redirect(
+        nxt
+        if nxt.startswith("/") and not nxt.startswith("//")
+        else url_for("home.index")
+    )

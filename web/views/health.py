@@ -27,7 +27,9 @@ def healthz():
         try:
             import redis
 
-            redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1).ping()
+            redis.Redis.from_url(
+                settings.redis_url, socket_timeout=1, socket_connect_timeout=1
+            ).ping()
             checks["redis"] = "ok"
         except Exception:  # noqa: BLE001
             checks["redis"] = "unavailable"
@@ -36,4 +38,6 @@ def healthz():
     # Redis down does not make the app unready: requests that do not need it
     # still work, and jobs wait in the outbox.
     ready = checks["database"] == "ok"
-    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
+    return jsonify(
+        status="ok" if ready else "unavailable", checks=checks
+    ), 200 if ready else 503

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
-from flask_login import current_user
-
 from cajex.web import auth
 from cajex.web.middleware import pool, user_view
+from flask import (
+    Blueprint,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user
 
 bp = Blueprint("home", __name__)
 
@@ -30,7 +37,11 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("home.index"))
     settings = current_app.extensions["cajex.settings"]
-    return render_template("login.html", development=settings.development, next=request.args.get("next", ""))
+    return render_template(
+        "login.html",
+        development=settings.development,
+        next=request.args.get("next", ""),
+    )
 
 
 @bp.post("/logout")

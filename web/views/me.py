@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from cajex.web.middleware import user_view, workspace_view
 from flask import Blueprint, current_app, g, jsonify
 from flask_login import current_user
 
 from cajex import jwt
-from cajex.web.middleware import user_view, workspace_view
 
 bp = Blueprint("me", __name__)
 
@@ -23,7 +23,13 @@ def me():
         email=user["email"],
         display_name=user["display_name"],
         workspaces=[
-            {"id": str(w["workspace_id"]), "slug": w["slug"], "name": w["name"], "role": w["role"], "plan": w["plan"]}
+            {
+                "id": str(w["workspace_id"]),
+                "slug": w["slug"],
+                "name": w["name"],
+                "role": w["role"],
+                "plan": w["plan"],
+            }
             for w in workspaces
         ],
     )
@@ -35,6 +41,9 @@ def postgrest_token():
     """A five-minute JWT that lets PostgREST act as this member here."""
     settings = current_app.extensions["cajex.settings"]
     token = jwt.postgrest_token(
-        settings.jwt_secret, current_user.id, current_user.session_id, str(g.workspace.workspace_id)
+        settings.jwt_secret,
+        current_user.id,
+        current_user.session_id,
+        str(g.workspace.workspace_id),
     )
     return jsonify(token=token, expires_in=300, role="cajex_api")

@@ -6,10 +6,19 @@ import base64
 import datetime as dt
 import json
 
-from flask import Blueprint, g, jsonify, redirect, render_template, request, session, url_for
+from cajex.web.middleware import json_body, parse_uuid, workspace_view
+from flask import (
+    Blueprint,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from cajex.errors import AppError
-from cajex.web.middleware import json_body, parse_uuid, workspace_view
 
 bp = Blueprint("projects", __name__, url_prefix="/w/<slug>")
 
@@ -43,7 +52,9 @@ def _decode_cursor(cursor: str):
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded))
         return dt.datetime.fromisoformat(created_at), parse_uuid(row_id)
     except (ValueError, TypeError, AppError):
-        raise AppError(400, "invalid_cursor", "the cursor is not one this API gave out", "cursor") from None
+        raise AppError(
+            400, "invalid_cursor", "the cursor is not one this API gave out", "cursor"
+        ) from None
 
 
 def list_page(conn, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
@@ -68,7 +79,12 @@ def list_page(conn, limit: int, cursor: str | None) -> tuple[list[dict], str | N
 def _limit() -> int:
     raw = request.args.get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise AppError(400, "invalid_limit", f"limit is a whole number from 1 to {MAX_LIMIT}", "limit")
+        raise AppError(
+            400,
+            "invalid_limit",
+            f"limit is a whole number from 1 to {MAX_LIMIT}",
+            "limit",
+        )
     return int(raw)
 
 
@@ -80,7 +96,8 @@ def _check_fields(data: dict) -> None:
     if "status" in data and not isinstance(data["status"], str):
         raise AppError(422, "invalid", "status is a string", "status")
     if "tags" in data and (
-        not isinstance(data["tags"], list) or not all(isinstance(t, str) for t in data["tags"])
+        not isinstance(data["tags"], list)
+        or not all(isinstance(t, str) for t in data["tags"])
     ):
         raise AppError(422, "invalid", "tags is a list of strings", "tags")
 
@@ -99,7 +116,12 @@ def api_create():
     _check_fields(data)
     row = g.db.execute(
         f"select {_COLUMNS} from cajex.create_project(%s, %s, %s, %s)",
-        (data["name"], data.get("description", ""), data.get("tags", []), data.get("status", "active")),
+        (
+            data["name"],
+            data.get("description", ""),
+            data.get("tags", []),
+            data.get("status", "active"),
+        ),
     ).fetchone()
     return jsonify(to_json(row)), 201
 
@@ -108,7 +130,9 @@ def api_create():
 @workspace_view("project.read")
 def api_get(project_id):
     pid = parse_uuid(project_id, "project id")
-    row = g.db.execute(f"select {_COLUMNS} from cajex.projects where id = %s", (pid,)).fetchone()
+    row = g.db.execute(
+        f"select {_COLUMNS} from cajex.projects where id = %s", (pid,)
+    ).fetchone()
     if row is None:
         raise AppError(404, "not_found", "project not found")
     return jsonify(to_json(row))
@@ -121,7 +145,8 @@ def api_update(project_id):
     data = json_body(FIELDS)
     _check_fields(data)
     row = g.db.execute(
-        f"select {_COLUMNS} from cajex.update_project(%s, %s::jsonb)", (pid, json.dumps(data))
+        f"select {_COLUMNS} from cajex.update_project(%s, %s::jsonb)",
+        (pid, json.dumps(data)),
     ).fetchone()
     return jsonify(to_json(row))
 
@@ -143,7 +168,9 @@ def page():
     session["last_workspace"] = g.workspace.workspace_slug
     items, next_cursor = list_page(g.db, 50, request.args.get("cursor") or None)
     can_write = g.workspace.can("project.write")
-    return render_template("projects.html", projects=items, next_cursor=next_cursor, can_write=can_write)
+    return render_template(
+        "projects.html", projects=items, next_cursor=next_cursor, can_write=can_write
+    )
 
 
 @bp.post("/projects")
