@@ -1,0 +1,126 @@
+"""Retention: the recovery window of a deleted workspace, and its purge.
+
+Deleting (cajex.delete_workspace) and restoring (cajex.restore_workspace)
+are SQL functions called by the web views. The purge lives here: for each
+workspace past its date it destroys the data keys first (crypto-shredding:
+whatever a crash leaves is unreadable), deletes the rows of every
+workspace-owned table the catalog names, children before parents, in small
+batches each committed on its own (short locks, no long transaction that
+would hold back vacuum or other workspaces), deletes the storage objects,
+and leaves a tombstone. Every step can run again: a crashed purge resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import psycopg
+from psycopg.rows import dict_row
+
+from cajex import log
+
+_logger = log.get("cajex.retention")
+
+DEFAULT_DAYS = 30
+#: Rows per committed purge batch: small enough for short locks, large
+#: enough that the per-batch round trip is noise.
+BATCH = 5000
+
+
+def retention_days(env: dict | None = None) -> int:
+    """The deployment's recovery window in days (CAJEX_RETENTION_DAYS, default 30)."""
+    raw = (env if env is not None else os.environ).get("CAJEX_RETENTION_DAYS", "")
+    if not raw:
+        return DEFAULT_DAYS
+    if not raw.isdigit() or not 1 <= int(raw) <= 3650:
+        raise ValueError(
+            "CAJEX_RETENTION_DAYS is a whole number of days from 1 to 3650"
+        )
+    return int(raw)
+
+
+def _destroy_keys(conn: psycopg.Connection, workspace_id: str) -> int:
+    return conn.execute(
+        "select cajex_private.purge_destroy_keys(%s) as n", (workspace_id,)
+    ).fetchone()["n"]
+
+
+def purge_workspace(
+    database_url: str,
+    store,
+    workspace_id: str | uuid.UUID,
+    batch: int = BATCH,
+    pause: float = 0.0,
+) -> dict | None:
+    """Purge one workspace that is past its date; None when it is not due.
+
+    Idempotent and resumable: run it again after a crash and it carries on.
+    `pause` sleeps between batches (a throttle for busy databases).
+    """
+    workspace_id = str(uuid.UUID(str(workspace_id)))
+    started = time.perf_counter()
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        if not conn.execute(
+            "select cajex_private.purge_begin(%s) as ok", (workspace_id,)
+        ).fetchone()["ok"]:
+            return None
+        _logger.info("purge.started", workspace_id=workspace_id)
+        keys = _destroy_keys(conn, workspace_id)
+        tables = conn.execute(
+            "select table_name::text as table_name, column_name, action from cajex_private.purge_tables()"
+        ).fetchall()
+        rows: dict[str, int] = {}
+        for table in tables:
+            name = table["table_name"]
+            while True:
+                n = conn.execute(
+                    "select cajex_private.purge_batch(%s, %s::regclass, %s, %s) as n",
+                    (workspace_id, name, table["column_name"], batch),
+                ).fetchone()["n"]
+                rows[name] = rows.get(name, 0) + n
+                if n < batch:
+                    break
+                if pause:
+                    time.sleep(pause)
+        objects = store.delete_prefix(f"{workspace_id}/") if store is not None else 0
+        conn.execute(
+            "select cajex_private.purge_finish(%s, %s)", (workspace_id, objects)
+        )
+    summary = {
+        "workspace_id": workspace_id,
+        "rows": sum(rows.values()),
+        "tables": rows,
+        "objects": objects,
+        "keys": keys,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    _logger.info(
+        "purge.finished",
+        workspace_id=workspace_id,
+        rows=summary["rows"],
+        objects=objects,
+        keys=keys,
+        duration_ms=summary["duration_ms"],
+    )
+    return summary
+
+
+def purge_due(
+    database_url: str, store, limit: int = 10, batch: int = BATCH
+) -> list[dict]:
+    """Purge every workspace whose recovery window has ended (the cron job)."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        due = [
+            r["workspace_id"]
+            for r in conn.execute(
+                "select workspace_id from cajex_private.purge_due(%s)", (limit,)
+            ).fetchall()
+        ]
+    done = []
+    for workspace_id in due:
+        summary = purge_workspace(database_url, store, workspace_id, batch=batch)
+        if summary:
+            done.append(summary)
+    return done
