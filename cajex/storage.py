@@ -187,10 +187,18 @@ class S3Storage:
 
     def __init__(self, endpoint_url: str, bucket: str, scratch: Path, client=None):
         import boto3
+        from botocore.config import Config
 
         self.bucket = bucket
         self.scratch = Path(scratch)
-        self.client = client or boto3.client("s3", endpoint_url=endpoint_url or None)
+        # SigV4 everywhere: its presigned links carry their own expiry
+        # (X-Amz-Expires), which every S3-compatible store enforces.
+        self.client = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            config=Config(signature_version="s3v4"),
+        )
 
     def temp_path(self, workspace_id: str) -> Path:
         folder = self.scratch / "tmp" / str(uuid.UUID(str(workspace_id)))

@@ -21,6 +21,15 @@ create policy "the context can change its exports" on cajex.exports
   using (workspace_id = (select c.workspace_id from cajex_private.context c))
   with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
+-- A deleted workspace disappears at once for everyone: besides the context
+-- (which opens only active workspaces), no request may even read its row
+-- (the switcher's names, PostgREST's workspace view). Restrictive: it narrows
+-- every other policy on the table. The owner's way back goes through
+-- cajex.my_deleted_workspaces(), a definer function.
+drop policy if exists "requests can read active workspaces only" on cajex.workspaces;
+create policy "requests can read active workspaces only" on cajex.workspaces
+  as restrictive for select using (status = 'active');
+
 drop policy if exists "the definer manages purges" on cajex_private.workspace_purges;
 create policy "the definer manages purges" on cajex_private.workspace_purges
   for all to cajex_definer using (true) with check (true);

@@ -1,0 +1,280 @@
+"""Delete, restore and purge: a deleted workspace is unreachable by every
+path, a restore brings back every row, and a purge removes rows, objects and
+keys of that workspace only."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from test_export_support import export_row, outbox_job, request_export, run_job
+
+from cajex import jwt, retention, storage
+
+
+def owned_counts(admin, workspace_id) -> dict[str, int]:
+    """Rows of the workspace in every workspace-owned table the catalog names."""
+    tables = admin.execute(
+        "select table_name::text as t, column_name as c from cajex_private.purge_tables()"
+    ).fetchall()
+    return {
+        f"{r['t']}.{r['c']}": admin.execute(
+            f"select count(*) as n from {r['t']} where {r['c']} = %s",  # noqa: S608
+            (workspace_id,),
+        ).fetchone()["n"]
+        for r in tables
+    }
+
+
+def populate(world, ws, n_projects=5):
+    world.member(ws, role="admin")
+    world.member(ws, role="viewer")
+    for i in range(n_projects):
+        world.project(ws, name=f"P{i}")
+    world.admin.execute(
+        "insert into cajex.workspace_keys (workspace_id, version, wrapped_key, master_key_id)"
+        " values (%s, 1, '\\x00', 'test')",
+        (ws.id,),
+    )
+
+
+def delete(client, ws, csrf_headers, name=None):
+    return client.post(
+        f"/w/{ws.slug}/api/v1/workspace/delete",
+        json={"confirm_name": name or ws.slug.title()},
+        headers=csrf_headers,
+    )
+
+
+def postgrest_replay(db_urls, settings, user, ws) -> tuple:
+    """PostgREST's transaction: role, verified claims, pre-request, a read."""
+    claims = jwt.verify(
+        jwt.postgrest_token(settings.jwt_secret, user.id, user.session_id, str(ws.id)),
+        settings.jwt_secret,
+    )
+    with psycopg.connect(db_urls["authenticator"], row_factory=dict_row) as conn:
+        conn.execute(
+            "select set_config('role', 'cajex_api', true),"
+            " set_config('request.jwt.claims', %s, true)",
+            (json.dumps(claims),),
+        )
+        conn.execute("select api.pre_request()")
+        opened = conn.execute("select cajex.current_workspace_id() as w").fetchone()[
+            "w"
+        ]
+        rows = conn.execute("select count(*) as n from api.projects").fetchone()["n"]
+    return opened, rows
+
+
+def test_deleted_workspace_is_unreachable_then_restored_whole(
+    world, settings, signed_in, csrf_headers, db_urls
+):
+    ws = world.workspace()
+    other = world.workspace()
+    populate(world, ws)
+    populate(world, other)
+    export_id = request_export(world, ws)
+    run_job(settings, outbox_job(world, ws))
+    key = export_row(world, ws, export_id)["objects"]["json"]["key"]
+    store = storage.LocalStorage(settings.data_dir / "exports", settings.secret_key)
+    link = dict(
+        urllib.parse.parse_qsl(urllib.parse.urlsplit(store.link(ws.id, key)).query)
+    )
+
+    owner = signed_in(ws.owner)
+    assert owner.get("/exports/download", query_string=link).status_code == 200
+    assert postgrest_replay(db_urls, settings, ws.owner, ws) == (ws.id, 5)
+    before = owned_counts(world.admin, ws.id)
+    other_before = owned_counts(world.admin, other.id)
+
+    # Deny first: a wrong name, a non-owner, another workspace's owner.
+    assert delete(owner, ws, csrf_headers, name="not the name").status_code == 422
+    admin_user = world.user()
+    world.member(ws, admin_user, role="admin")
+    assert delete(signed_in(admin_user), ws, csrf_headers).status_code == 403
+    assert delete(signed_in(other.owner), ws, csrf_headers).status_code == 404
+    before = owned_counts(world.admin, ws.id)
+
+    resp = delete(owner, ws, csrf_headers)
+    assert resp.status_code == 200, resp.data
+    assert resp.get_json()["status"] == "deleted"
+
+    # Gone for everyone, by every path.
+    assert owner.get(f"/w/{ws.slug}/projects").status_code == 404
+    assert owner.get(f"/w/{ws.slug}/api/v1/projects").status_code == 404
+    assert owner.get(f"/w/{ws.slug}/exports").status_code == 404
+    assert signed_in(admin_user).get(f"/w/{ws.slug}/api/v1/projects").status_code == 404
+    with world.as_user(ws.owner) as (conn, _):
+        assert (
+            conn.execute(
+                "select count(*) as n from cajex.workspaces where id = %s", (ws.id,)
+            ).fetchone()["n"]
+            == 0
+        )
+    me = owner.get("/api/v1/me").get_json()
+    assert str(ws.id) not in {w["id"] for w in me["workspaces"]}
+    assert postgrest_replay(db_urls, settings, ws.owner, ws) == (None, 0)
+    with world.as_job(ws) as (conn, opened):
+        assert opened.workspace_id is None
+        assert (
+            conn.execute("select count(*) as n from cajex.projects").fetchone()["n"]
+            == 0
+        )
+    assert owner.get("/exports/download", query_string=link).status_code == 404
+    # The other workspace is untouched and still works.
+    assert (
+        signed_in(other.owner).get(f"/w/{other.slug}/api/v1/projects").status_code
+        == 200
+    )
+
+    # The notice, the billing job and the organisation's record.
+    notice = world.admin.execute(
+        "select payload from cajex.outbox where kind = 'email.send'"
+        " and payload ->> 'template' = 'workspace_deleted'"
+    ).fetchone()["payload"]
+    assert notice["to"] == ws.owner.email and notice["params"]["purge_after"]
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.outbox where kind = 'billing.workspace_deleted'"
+            " and workspace_id = %s",
+            (ws.id,),
+        ).fetchone()["n"]
+        == 1
+    )
+
+    # Only the owner lists and restores it.
+    listed = owner.get("/api/v1/workspaces/deleted").get_json()["items"]
+    assert [w["id"] for w in listed] == [str(ws.id)]
+    assert (
+        signed_in(other.owner).get("/api/v1/workspaces/deleted").get_json()["items"]
+        == []
+    )
+    outsider = signed_in(other.owner).post(
+        f"/api/v1/workspaces/{ws.id}/restore", headers=csrf_headers
+    )
+    assert outsider.status_code == 404
+    assert (
+        signed_in(admin_user)
+        .post(f"/api/v1/workspaces/{ws.id}/restore", headers=csrf_headers)
+        .status_code
+        == 404
+    )
+
+    restored = owner.post(f"/api/v1/workspaces/{ws.id}/restore", headers=csrf_headers)
+    assert restored.status_code == 200 and restored.get_json()["slug"] == ws.slug
+    after = owned_counts(world.admin, ws.id)
+    # Every row is back; the audit log and the outbox gained the events.
+    for table, n in before.items():
+        if table in ("cajex.audit_log.workspace_id", "cajex.outbox.workspace_id"):
+            assert after[table] >= n
+        else:
+            assert after[table] == n, table
+    assert owned_counts(world.admin, other.id) == other_before
+    assert owner.get(f"/w/{ws.slug}/api/v1/projects").get_json()["items"]
+    assert postgrest_replay(db_urls, settings, ws.owner, ws) == (ws.id, 5)
+    assert owner.get("/exports/download", query_string=link).status_code == 200
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.outbox where kind = 'billing.workspace_restored'"
+        ).fetchone()["n"]
+        == 1
+    )
+
+
+def _due(world, ws):
+    """Move the workspace's purge date into the past (the window has passed)."""
+    world.admin.execute(
+        "update cajex.workspaces set purge_after = now() - interval '1 minute' where id = %s",
+        (ws.id,),
+    )
+
+
+def test_purge_removes_rows_objects_and_keys_of_that_workspace_only(
+    world, settings, signed_in, csrf_headers, db_urls
+):
+    ws = world.workspace()
+    other = world.workspace()
+    populate(world, ws, 12)
+    populate(world, other, 7)
+    for w in (ws, other):
+        request_export(world, w)
+        run_job(settings, outbox_job(world, w))
+    store = storage.LocalStorage(settings.data_dir / "exports", settings.secret_key)
+    objects = settings.data_dir / "exports" / "objects"
+    assert list((objects / str(ws.id)).rglob("*.json"))
+    other_before = owned_counts(world.admin, other.id)
+    other_files = sorted(
+        p.name for p in (objects / str(other.id)).rglob("*") if p.is_file()
+    )
+
+    assert delete(signed_in(ws.owner), ws, csrf_headers).status_code == 200
+    # Not due yet: nothing happens.
+    assert retention.purge_workspace(db_urls["app"], store, ws.id) is None
+    _due(world, ws)
+    # Once the window has passed it cannot be restored.
+    late = signed_in(ws.owner).post(
+        f"/api/v1/workspaces/{ws.id}/restore", headers=csrf_headers
+    )
+    assert late.status_code == 410
+
+    # A purge that crashed after one small batch resumes and completes.
+    app = psycopg.connect(db_urls["app"], autocommit=True, row_factory=dict_row)
+    assert app.execute(
+        "select cajex_private.purge_begin(%s) as ok", (ws.id,)
+    ).fetchone()["ok"]
+    assert (
+        app.execute(
+            "select cajex_private.purge_batch(%s, 'cajex.audit_log'::regclass, 'workspace_id', 3) as n",
+            (ws.id,),
+        ).fetchone()["n"]
+        == 3
+    )
+    # A table that is not workspace-owned is refused.
+    with pytest.raises(psycopg.Error) as refused:
+        app.execute(
+            "select cajex_private.purge_batch(%s, 'cajex.users'::regclass, 'id', 3)",
+            (ws.id,),
+        )
+    assert refused.value.sqlstate == "CXINV"
+    app.close()
+
+    done = retention.purge_due(db_urls["app"], store, batch=4)
+    assert [d["workspace_id"] for d in done] == [str(ws.id)]
+    assert done[0]["keys"] == 1 and done[0]["objects"] >= 3
+
+    assert all(n == 0 for n in owned_counts(world.admin, ws.id).values())
+    assert not (objects / str(ws.id)).exists()
+    assert owned_counts(world.admin, other.id) == other_before
+    assert (
+        sorted(p.name for p in (objects / str(other.id)).rglob("*") if p.is_file())
+        == other_files
+    )
+    tomb = world.admin.execute(
+        "select * from cajex.workspaces where id = %s", (ws.id,)
+    ).fetchone()
+    assert tomb["status"] == "purged" and tomb["purged_at"] is not None
+    assert tomb["slug"] != ws.slug and tomb["name"] == "Purged workspace"
+    assert tomb["settings"] == {} and tomb["deleted_by"] is None
+    record = world.admin.execute(
+        "select details from cajex.organisation_audit_log"
+        " where workspace_id = %s and action = 'workspace.purged'",
+        (ws.id,),
+    ).fetchall()
+    assert len(record) == 1 and record[0]["details"]["keys"] == 1
+    assert ws.owner.email not in json.dumps(record[0]["details"])
+
+    # Idempotent: nothing more to do, and the slug is free again.
+    assert retention.purge_workspace(db_urls["app"], store, ws.id) is None
+    assert retention.purge_due(db_urls["app"], store) == []
+    world.workspace(slug=ws.slug)
+
+
+def test_retention_days_come_from_the_deployment(monkeypatch):
+    assert retention.retention_days({}) == 30
+    assert retention.retention_days({"CAJEX_RETENTION_DAYS": "7"}) == 7
+    for bad in ("0", "-1", "x", "4000"):
+        with pytest.raises(ValueError):
+            retention.retention_days({"CAJEX_RETENTION_DAYS": bad})
