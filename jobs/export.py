@@ -57,12 +57,15 @@ def run_export(ctx: registry.JobContext) -> None:
 
     try:
         with exports.snapshot_context(
-            ctx.pool, settings.context_secret, ctx.workspace_id
-        ) as (conn, ws):
+            ctx.pool,
+            settings.context_secret,
+            ctx.workspace_id,
+            parallel=exports.PARALLEL,
+        ) as (conn, ws, helpers):
             if ws is None:
                 return
             objects, counts = exports.build(
-                conn, store, workspace, export_id, version, progress
+                [conn, *helpers], store, workspace, export_id, version, progress
             )
     except Exception as exc:
         final = ctx.attempts >= MAX_ATTEMPTS

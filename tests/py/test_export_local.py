@@ -8,6 +8,7 @@ import json
 import time
 import urllib.parse
 
+import pytest
 from test_export_support import (
     export_row,
     outbox_job,
@@ -16,7 +17,7 @@ from test_export_support import (
     run_job,
 )
 
-from cajex import storage
+from cajex import exports, storage
 
 TRICKY = 'Quotes " and , commas\nnew line \\ backslash \t tab, ünïcode ✓'
 
@@ -33,7 +34,13 @@ def _ready_export(world, settings, ws):
     return export_id, row
 
 
-def test_export_files_match_the_database(world, settings, signed_in):
+@pytest.mark.parametrize("split", [False, True], ids=["one-stream", "block-ranges"])
+def test_export_files_match_the_database(
+    world, settings, signed_in, monkeypatch, split
+):
+    if split:
+        # Every table is split between the parallel connections, however small.
+        monkeypatch.setattr(exports, "_SPLIT_MIN_BLOCKS", 0)
     ws = world.workspace(plan="free")
     other = world.workspace()
     world.member(ws, role="viewer")

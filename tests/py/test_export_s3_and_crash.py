@@ -109,9 +109,9 @@ _KILLED_WORKER = textwrap.dedent(
     signal_file = pathlib.Path(sys.argv[2])
     original = exports._copy_json_array
 
-    def slow(conn, query, sink):
+    def slow(*args):
         # Half the export is on disk: the CSV zip is complete, the JSON is not.
-        n = original(conn, query, sink)
+        n = original(*args)
         signal_file.write_text("mid-export")
         time.sleep(120)
         return n
