@@ -80,6 +80,8 @@ create policy "members can read their workspaces" on cajex.workspaces
       where m.workspace_id = workspaces.id
         and m.user_id = (select c.user_id from cajex_private.context c)
         and m.status = 'active')
+      -- A soft-deleted workspace is invisible to its members too.
+      and workspaces.status = 'active'
   );
 
 drop policy if exists "the context can update its workspace" on cajex.workspaces;

@@ -1,0 +1,538 @@
+"""The isolation battery, in SQL: random actors and random forged contexts over
+every workspace-owned table, through the app's context and through an exact
+replay of PostgREST's per-request transaction.
+
+Hypothesis draws who acts, how they open their context, which workspace they
+aim at and how they try to cheat; the checks are the same every time: nothing
+of another workspace is returned, and nothing of another workspace changes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg.rows import dict_row
+from test_isolation_support import (
+    DENIED,
+    attempt_writes,
+    build,
+    changed_outside,
+    fill_tenant,
+    fingerprint,
+    global_leaks,
+    leaks,
+    savepointed,
+    scoped_tables,
+)
+
+from cajex import context, db, jwt
+
+BATTERY = settings(
+    deadline=None,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=False,
+)
+
+
+@pytest.fixture
+def dataset(world):
+    return build(world, workspaces=3)
+
+
+@pytest.fixture
+def tables(world):
+    return scoped_tables(world.admin)
+
+
+def test_can_discover_the_workspace_owned_tables(tables):
+    """The catalog names at least the core workspace-owned tables the battery covers."""
+    names = {f"{s}.{t}" for s, t in tables}
+    assert {"cajex.projects", "cajex.memberships", "cajex.audit_log", "cajex.outbox"} <= names
+
+
+def test_can_fill_every_tenant_with_canaries(world, dataset):
+    """Each workspace holds projects, memberships, audit events and jobs of its own."""
+    for tenant in dataset.tenants:
+        for table in ("projects", "memberships", "audit_log", "outbox"):
+            n = world.admin.execute(
+                f"select count(*) as n from cajex.{table} where workspace_id = %s",  # noqa: S608
+                (tenant.ws.id,),
+            ).fetchone()["n"]
+            assert n > 0, table
+
+
+# -- actors through the app's own context ------------------------------------------
+
+ACTORS = st.one_of(
+    st.tuples(st.just("member"), st.sampled_from(["owner", "admin", "member", "viewer"])),
+    st.tuples(
+        st.sampled_from(
+            [
+                "member_of_b",
+                "multi",
+                "stranger",
+                "removed",
+                "deactivated",
+                "revoked",
+                "expired",
+                "deleted_member",
+                "deleted_owner",
+            ]
+        ),
+        st.just(None),
+    ),
+)
+
+
+def resolve(dataset, kind: str, role: str | None):
+    """(user, workspace the actor aims at, workspace that must open or None)."""
+    a, b = dataset.tenants[0], dataset.tenants[1]
+    if kind == "member":
+        return a.members[role], a.ws, a.ws.id
+    if kind == "member_of_b":
+        return b.members["member"], a.ws, None
+    if kind == "multi":
+        return dataset.multi, a.ws, a.ws.id
+    if kind == "stranger":
+        return dataset.stranger, a.ws, None
+    if kind in dataset.lost:
+        return dataset.lost[kind], a.ws, None
+    d = dataset.deleted
+    user = d.members["member"] if kind == "deleted_member" else d.members["owner"]
+    return user, d.ws, None
+
+
+@BATTERY
+@given(actor=ACTORS, signed=st.booleans(), by_id=st.booleans())
+def test_cannot_reach_another_workspace_as_any_actor(world, dataset, tables, actor, signed, by_id):
+    """Whoever acts and however they open a context, only their open workspace's rows are seen or changed."""
+    user, aim, expected = resolve(dataset, *actor)
+    ref = str(aim.id) if (signed and by_id) else aim.slug
+    token = user.signed_token() if signed else user.token()
+    before = fingerprint(world.admin, tables)
+    with world.app_connection() as conn, db.in_context(conn, token, ref) as opened:
+        assert opened.workspace_id == expected
+        assert leaks(conn, tables, {}, user.id, expected) == []
+        assert global_leaks(conn, world, dataset, user.id, expected) == []
+        for victim in dataset.all_tenants():
+            if victim.ws.id != expected:
+                assert attempt_writes(conn, tables, victim) == []
+    allowed = {str(expected)} if expected else set()
+    assert changed_outside(before, fingerprint(world.admin, tables), allowed) == []
+
+
+# -- forged contexts -----------------------------------------------------------------
+
+FORGERIES = [
+    "tampered_credential",
+    "other_session_credential",
+    "wrong_secret_token",
+    "expired_token",
+    "tampered_token",
+    "mismatched_session_token",
+    "tampered_job_token",
+    "made_up_settings",
+    "insert_active_context",
+    "update_active_context",
+    "write_context_key",
+    "read_context_key",
+    "call_install_context",
+    "call_open_api_context",
+    "set_role_api",
+    "credential_for_wrong_slug",
+]
+
+
+def forge(conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws) -> None:
+    """Apply one forgery on `conn` (inside a transaction); refusals are expected."""
+    secret = world.secret
+
+    def settings_(credential, slug):
+        conn.execute(
+            "select set_config('cajex.context', %s, true), set_config('cajex.workspace', %s, true)",
+            (credential, slug),
+        )
+
+    def open_(token, ref):
+        savepointed(conn, "select * from cajex_private.open_context(%s, %s)", (token, ref))
+
+    if kind == "tampered_credential":
+        good = victim_user.token()
+        settings_(good[:-1] + ("A" if good[-1] != "A" else "B"), victim_ws.slug)
+    elif kind == "other_session_credential":
+        settings_(
+            context.session_credential(victim_user.session_id, attacker.session_secret),
+            victim_ws.slug,
+        )
+    elif kind == "wrong_secret_token":
+        open_(
+            context.user_token(secrets.token_hex(32), victim_user.id, victim_user.session_id),
+            victim_ws.slug,
+        )
+    elif kind == "expired_token":
+        open_(
+            context.user_token(secret, victim_user.id, victim_user.session_id, ttl=-5),
+            victim_ws.slug,
+        )
+    elif kind == "tampered_token":
+        token = attacker.signed_token()
+        open_(token.replace(str(attacker.id), str(victim_user.id)), victim_ws.slug)
+    elif kind == "mismatched_session_token":
+        open_(context.user_token(secret, attacker.id, victim_user.session_id), victim_ws.slug)
+    elif kind == "tampered_job_token":
+        if attacker_ws is not None:
+            token = context.service_token(secret, attacker_ws.id, "isolation")
+            open_(token.replace(str(attacker_ws.id), str(victim_ws.id)), str(victim_ws.id))
+        open_(
+            context.service_token(secret, victim_ws.id, "isolation")[:-2] + "00", str(victim_ws.id)
+        )
+    elif kind == "made_up_settings":
+        claims = json.dumps(
+            {
+                "role": "cajex_api",
+                "sub": str(victim_user.id),
+                "sid": str(victim_user.session_id),
+                "workspace_id": str(victim_ws.id),
+            }
+        )
+        for name, value in [
+            ("cajex.workspace_id", str(victim_ws.id)),
+            ("cajex.user_id", str(victim_user.id)),
+            ("cajex.workspace", victim_ws.slug),
+            ("cajex.role", "owner"),
+            ("request.jwt.claims", claims),
+            ("request.jwt.claim.workspace_id", str(victim_ws.id)),
+        ]:
+            conn.execute("select set_config(%s, %s, true)", (name, value))
+    elif kind == "insert_active_context":
+        assert (
+            savepointed(
+                conn,
+                "insert into cajex_private.active_contexts values"
+                " (pg_backend_pid(), now(), %s, %s, %s, 'owner', 'user')",
+                (victim_user.id, victim_user.session_id, victim_ws.id),
+            )
+            is None
+        )
+    elif kind == "update_active_context":
+        rows = savepointed(
+            conn,
+            "update cajex_private.active_contexts set workspace_id = %s, member_role = 'owner'"
+            " returning 1",
+            (victim_ws.id,),
+        )
+        assert not rows
+    elif kind == "write_context_key":
+        mine = secrets.token_hex(32)
+        assert (
+            savepointed(
+                conn,
+                "insert into cajex_private.context_keys (key_id, secret) values ('k1', decode(%s, 'hex'))"
+                " on conflict (key_id) do update set secret = excluded.secret",
+                (mine,),
+            )
+            is None
+        )
+        assert (
+            savepointed(
+                conn, "update cajex_private.context_keys set secret = decode(%s, 'hex')", (mine,)
+            )
+            is None
+        )
+        open_(context.user_token(mine, victim_user.id, victim_user.session_id), victim_ws.slug)
+    elif kind == "read_context_key":
+        assert savepointed(conn, "select secret from cajex_private.context_keys") is None
+    elif kind == "call_install_context":
+        assert (
+            savepointed(
+                conn,
+                "select * from cajex_private.install_context(%s, %s, %s, 'user')",
+                (victim_user.id, victim_user.session_id, victim_ws.slug),
+            )
+            is None
+        )
+    elif kind == "call_open_api_context":
+        conn.execute(
+            "select set_config('request.jwt.claims', %s, true)",
+            (
+                json.dumps(
+                    {
+                        "role": "cajex_api",
+                        "sub": str(victim_user.id),
+                        "sid": str(victim_user.session_id),
+                        "workspace_id": str(victim_ws.id),
+                    }
+                ),
+            ),
+        )
+        assert savepointed(conn, "select cajex_private.open_api_context()") is None
+        assert savepointed(conn, "select api.pre_request()") is None
+    elif kind == "set_role_api":
+        assert savepointed(conn, "select set_config('role', 'cajex_api', true)") is None
+        assert savepointed(conn, "set local role cajex_api") is None
+        assert savepointed(conn, "set local session authorization cajex_authenticator") is None
+    elif kind == "credential_for_wrong_slug":
+        settings_(attacker.token(), victim_ws.slug)
+    else:  # pragma: no cover - the list above is the strategy
+        raise AssertionError(kind)
+
+
+@BATTERY
+@given(
+    steps=st.lists(st.sampled_from(FORGERIES), min_size=1, max_size=3),
+    attacker_kind=st.sampled_from(["member_of_b", "stranger", "removed"]),
+    victim_role=st.sampled_from(["owner", "admin", "member", "viewer"]),
+)
+def test_cannot_open_a_context_by_forgery(
+    world, dataset, tables, steps, attacker_kind, victim_role
+):
+    """No forged, tampered, expired or borrowed context opens a workspace or changes a row."""
+    a, b = dataset.tenants[0], dataset.tenants[1]
+    attacker, _, _ = resolve(dataset, attacker_kind, None)
+    attacker_ws = b.ws if attacker_kind == "member_of_b" else None
+    victim_user = a.members[victim_role]
+    before = fingerprint(world.admin, tables)
+    with world.app_connection() as conn:
+        with conn.transaction():
+            for kind in steps:
+                forge(conn, kind, world, attacker, a.ws, victim_user, attacker_ws)
+            assert conn.execute("select cajex.current_workspace_id() as w").fetchone()["w"] is None
+            assert leaks(conn, tables, {}, attacker.id, None) == []
+            assert global_leaks(conn, world, dataset, attacker.id, None) == []
+            for victim in dataset.all_tenants():
+                assert attempt_writes(conn, tables, victim) == []
+            create = savepointed(
+                conn, "select cajex.create_project('forged')", expected=(psycopg.DatabaseError,)
+            )
+            assert create is None
+    assert changed_outside(before, fingerprint(world.admin, tables), set()) == []
+
+
+# -- PostgREST's per-request transaction, replayed -------------------------------------
+
+JWT_SECRET = "j" * 48
+
+
+def api_relations(admin) -> list[str]:
+    rows = admin.execute(
+        "select format('%I.%I', n.nspname, c.relname) as name from pg_class c"
+        " join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = 'api' and c.relkind in ('r', 'v', 'm') order by 1"
+    ).fetchall()
+    return [r["name"] for r in rows]
+
+
+def replay(auth_url: str, role: str, claims: str | None, relations: list[str], tables, user_id):
+    """PostgREST's transaction for GET /<relation>: role, claims, pre-request, query.
+
+    Returns (workspace ids seen through the api relations, leaks in the
+    workspace-owned tables, the context's workspace).
+    """
+    seen: set = set()
+    with psycopg.connect(auth_url, row_factory=dict_row) as conn:
+        with conn.transaction():
+            conn.execute(
+                "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true),"
+                " set_config('request.method', 'GET', true), set_config('request.path', '/projects', true)",
+                (role, claims or ""),
+            )
+            if savepointed(conn, "select api.pre_request()") is None:
+                return seen, [], None
+            opened = (
+                conn.execute("select cajex.current_workspace_id() as w").fetchone()["w"]
+                if role == "cajex_api"
+                else None
+            )
+            for relation in relations:
+                rows = savepointed(conn, f"select to_jsonb(t) as row from {relation} t")  # noqa: S608
+                for r in rows or []:
+                    row = r["row"]
+                    seen.add(row.get("workspace_id") or row.get("id"))
+            found = leaks(conn, tables, {}, user_id, opened) if role == "cajex_api" else []
+    return seen, found, opened
+
+
+CLAIMS = st.sampled_from(
+    [
+        "valid",
+        "other_workspace",
+        "other_session",
+        "wrong_role_claim",
+        "anon",
+        "malformed",
+        "slug_not_id",
+        "sub_of_victim",
+        "no_workspace",
+    ]
+)
+REPLAY_ACTORS = st.sampled_from(
+    [
+        "owner",
+        "admin",
+        "member",
+        "viewer",
+        "multi",
+        "removed",
+        "deactivated",
+        "revoked",
+        "expired",
+        "deleted_member",
+    ]
+)
+
+
+@BATTERY
+@given(variant=CLAIMS, who=REPLAY_ACTORS)
+def test_cannot_reach_another_workspace_through_postgrest(
+    world, dataset, tables, db_urls, variant, who
+):
+    """A replayed PostgREST request sees only the workspace its verified claims name, if any."""
+    a, b = dataset.tenants[0], dataset.tenants[1]
+    if who in ("owner", "admin", "member", "viewer"):
+        user, ws, live = a.members[who], a.ws, True
+    elif who == "multi":
+        user, ws, live = dataset.multi, a.ws, True
+    elif who == "deleted_member":
+        user, ws, live = dataset.deleted.members["member"], dataset.deleted.ws, False
+    else:
+        user, ws, live = dataset.lost[who], a.ws, False
+    stranger_ws = dataset.tenants[2].ws
+    minted = jwt.verify(
+        jwt.postgrest_token(JWT_SECRET, user.id, user.session_id, ws.id), JWT_SECRET
+    )
+    role, expected = "cajex_api", (ws.id if live else None)
+    claims = dict(minted)
+    if variant == "other_workspace":
+        claims["workspace_id"], expected = str(stranger_ws.id), None
+    elif variant == "other_session":
+        claims["sid"], expected = str(b.members["owner"].session_id), None
+    elif variant == "wrong_role_claim":
+        claims["role"], expected = "cajex_app", None
+    elif variant == "anon":
+        role, claims, expected = "cajex_anon", None, None
+    elif variant == "slug_not_id":
+        claims["workspace_id"], expected = ws.slug, None
+    elif variant == "sub_of_victim":
+        claims["sub"], expected = str(b.members["owner"].id), None
+    elif variant == "no_workspace":
+        claims.pop("workspace_id")
+        expected = None
+    text = (
+        '{"role": "cajex_api", "sub": '
+        if variant == "malformed"
+        else (json.dumps(claims) if claims is not None else None)
+    )
+    if variant == "malformed":
+        expected = None
+    before = fingerprint(world.admin, tables)
+    relations = api_relations(world.admin)
+    seen, found, opened = replay(db_urls["authenticator"], role, text, relations, tables, user.id)
+    assert opened == expected
+    assert found == []
+    assert seen <= ({str(expected)} if expected else set())
+    assert changed_outside(before, fingerprint(world.admin, tables), set()) == []
+
+
+def test_can_read_own_projects_through_the_postgrest_replay(world, dataset, tables, db_urls):
+    """A member's verified claims show exactly their workspace's projects through api.projects."""
+    a = dataset.tenants[0]
+    user = a.members["viewer"]
+    claims = jwt.verify(
+        jwt.postgrest_token(JWT_SECRET, user.id, user.session_id, a.ws.id), JWT_SECRET
+    )
+    seen, found, opened = replay(
+        db_urls["authenticator"], "cajex_api", json.dumps(claims), ["api.projects"], tables, user.id
+    )
+    assert opened == a.ws.id and seen == {str(a.ws.id)} and found == []
+
+
+def test_cannot_pass_postgrest_with_a_forged_or_expired_jwt():
+    """Tokens signed with another secret, tampered or expired fail the check PostgREST runs."""
+    token = jwt.postgrest_token(JWT_SECRET, "u", "s", "w")
+    header, body, sig = token.split(".")
+    for bad, secret in [
+        (token, "x" * 48),
+        (f"{header}.{body}x.{sig}", JWT_SECRET),
+        (jwt.postgrest_token(JWT_SECRET, "u", "s", "w", ttl=-10), JWT_SECRET),
+        (jwt.sign({"role": "cajex_api"}, JWT_SECRET).rsplit(".", 1)[0] + ".", JWT_SECRET),
+    ]:
+        with pytest.raises(jwt.InvalidToken):
+            jwt.verify(bad, secret)
+
+
+def test_cannot_write_another_workspace_through_postgrest_rpc(world, dataset, db_urls):
+    """The api schema's write functions, called with valid claims, never touch another workspace."""
+    a, b = dataset.tenants[0], dataset.tenants[1]
+    user = a.members["owner"]
+    claims = json.dumps(
+        jwt.verify(jwt.postgrest_token(JWT_SECRET, user.id, user.session_id, a.ws.id), JWT_SECRET)
+    )
+    theirs = b.projects[0]["id"]
+    with psycopg.connect(db_urls["authenticator"], row_factory=dict_row) as conn:
+        with conn.transaction():
+            conn.execute(
+                "select set_config('role', 'cajex_api', true),"
+                " set_config('request.jwt.claims', %s, true)",
+                (claims,),
+            )
+            conn.execute("select api.pre_request()")
+            for statement in (
+                'select * from api.update_project(%s, \'{"name": "pwned"}\')',
+                "select api.delete_project(%s)",
+            ):
+                assert (
+                    savepointed(conn, statement, (theirs,), expected=(psycopg.DatabaseError,))
+                    is None
+                )
+            made = conn.execute("select * from api.create_project('via postgrest')").fetchone()
+            assert made["workspace_id"] == a.ws.id
+    row = world.admin.execute("select name from cajex.projects where id = %s", (theirs,)).fetchone()
+    assert row["name"] == b.projects[0]["name"]
+
+
+# -- datasets of random shape ------------------------------------------------------------
+
+
+@settings(
+    deadline=None,
+    max_examples=6,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    shape=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=2, max_size=4),
+    role=st.sampled_from(["owner", "admin", "member", "viewer"]),
+)
+def test_cannot_see_other_tenants_in_random_datasets(world, tables, shape, role):
+    """However many tenants and rows exist, each member sees only their own workspace's rows."""
+    tenants = [fill_tenant(world, projects=p, jobs=j) for p, j in shape]
+    for tenant in tenants:
+        user = tenant.members[role]
+        with (
+            world.app_connection() as conn,
+            db.in_context(conn, user.token(), tenant.ws.slug) as opened,
+        ):
+            assert opened.workspace_id == tenant.ws.id
+            assert leaks(conn, tables, {}, user.id, tenant.ws.id) == []
+            names = {r["name"] for r in conn.execute("select name from cajex.projects").fetchall()}
+            assert names == {p["name"] for p in tenant.projects}
+
+
+def test_cannot_use_request_roles_to_write_tables_directly(world, tables):
+    """cajex_app holds no insert, update or delete privilege on any workspace-owned table."""
+    for role in ("cajex_app", "cajex_api", "cajex_anon", "cajex_authenticator"):
+        for schema, table in tables:
+            for privilege in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+                granted = world.admin.execute(
+                    "select has_table_privilege(%s, %s, %s) as g",
+                    (role, f"{schema}.{table}", privilege),
+                ).fetchone()["g"]
+                assert not granted, (role, schema, table, privilege)
+
+
+assert DENIED  # the refusals the probes accept are only privilege errors
