@@ -47,6 +47,29 @@ def _destroy_keys(conn: psycopg.Connection, workspace_id: str) -> int:
     ).fetchone()["n"]
 
 
+def _purge_table(
+    conn, workspace_id: str, table: str, column: str, batch: int, pause: float
+) -> int:
+    """Every row of the workspace in one table, batch by batch in key order."""
+    total = 0
+    after = None
+    while True:
+        row = conn.execute(
+            "select deleted, last_key from cajex_private.purge_batch(%s, %s::regclass, %s, %s, %s)",
+            (workspace_id, table, column, batch, after),
+        ).fetchone()
+        total += row["deleted"]
+        if row["deleted"] < batch:
+            if after is None:
+                return total
+            # One last pass from the start: nothing may hide below the keyset.
+            after = None
+            continue
+        after = row["last_key"]
+        if pause:
+            time.sleep(pause)
+
+
 def purge_workspace(
     database_url: str,
     store,
@@ -74,16 +97,9 @@ def purge_workspace(
         rows: dict[str, int] = {}
         for table in tables:
             name = table["table_name"]
-            while True:
-                n = conn.execute(
-                    "select cajex_private.purge_batch(%s, %s::regclass, %s, %s) as n",
-                    (workspace_id, name, table["column_name"], batch),
-                ).fetchone()["n"]
-                rows[name] = rows.get(name, 0) + n
-                if n < batch:
-                    break
-                if pause:
-                    time.sleep(pause)
+            rows[name] = rows.get(name, 0) + _purge_table(
+                conn, workspace_id, name, table["column_name"], batch, pause
+            )
         objects = store.delete_prefix(f"{workspace_id}/") if store is not None else 0
         conn.execute(
             "select cajex_private.purge_finish(%s, %s)", (workspace_id, objects)

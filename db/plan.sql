@@ -2,7 +2,19 @@
 -- Versioned files apply once each, in this order.
 \set file schema/0001_core.sql
 \ir lib/apply_versioned.sql
+\set file schema/0100_signin.sql
+\ir lib/apply_versioned.sql
+\set file schema/0200_sso.sql
+\ir lib/apply_versioned.sql
+\set file schema/0300_scim.sql
+\ir lib/apply_versioned.sql
+\set file schema/0400_members.sql
+\ir lib/apply_versioned.sql
+\set file schema/0500_billing.sql
+\ir lib/apply_versioned.sql
 \set file schema/0600_crypto.sql
+\ir lib/apply_versioned.sql
+\set file schema/0610_ai.sql
 \ir lib/apply_versioned.sql
 \set file schema/0700_exports_retention.sql
 \ir lib/apply_versioned.sql
@@ -20,7 +32,19 @@
 \ir lib/apply_repeatable.sql
 \set file functions/040_users.sql
 \ir lib/apply_repeatable.sql
+\set file functions/100_signin.sql
+\ir lib/apply_repeatable.sql
+\set file functions/200_sso.sql
+\ir lib/apply_repeatable.sql
+\set file functions/300_group_roles.sql
+\ir lib/apply_repeatable.sql
+\set file functions/310_scim.sql
+\ir lib/apply_repeatable.sql
+\set file functions/400_members.sql
+\ir lib/apply_repeatable.sql
 \set file functions/600_crypto.sql
+\ir lib/apply_repeatable.sql
+\set file functions/610_ai.sql
 \ir lib/apply_repeatable.sql
 \set file functions/700_exports_retention.sql
 \ir lib/apply_repeatable.sql
@@ -28,7 +52,17 @@
 \ir lib/apply_repeatable.sql
 \set file policies/010_core.sql
 \ir lib/apply_repeatable.sql
+\set file policies/100_signin.sql
+\ir lib/apply_repeatable.sql
+\set file policies/200_sso.sql
+\ir lib/apply_repeatable.sql
+\set file policies/300_scim.sql
+\ir lib/apply_repeatable.sql
+\set file policies/400_members.sql
+\ir lib/apply_repeatable.sql
 \set file policies/600_crypto.sql
+\ir lib/apply_repeatable.sql
+\set file policies/610_ai.sql
 \ir lib/apply_repeatable.sql
 \set file policies/700_exports_retention.sql
 \ir lib/apply_repeatable.sql

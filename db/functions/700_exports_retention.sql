@@ -462,47 +462,102 @@ alter function cajex_private.purge_begin(uuid) owner to cajex_definer;
 
 -- One small batch of one table: at most p_limit rows, committed by the
 -- caller, so locks are short and other workspaces are not held up. Refuses
--- a table that purge_tables() does not name, and a workspace whose purge was
--- not begun.
-create or replace function cajex_private.purge_batch(p_workspace_id uuid, p_table regclass,
-                                                     p_column text, p_limit integer default 5000)
-returns integer
+-- a table that has no reference to cajex.workspaces through p_column, and a
+-- workspace whose purge was not begun.
+--
+-- Keyset: when the table's primary key leads with p_column (every
+-- workspace-owned table, by convention), a batch takes the next p_limit
+-- keys after p_after in key order and returns the last one, so no batch
+-- walks over the index entries of rows earlier batches deleted (they stay
+-- in the index until vacuum, and would make a purge quadratic). Other
+-- references (a set-null column, a key that does not lead with it) are
+-- few per workspace and are taken as they come.
+drop function if exists cajex_private.purge_batch(uuid, regclass, text, integer);
+create or replace function cajex_private.purge_batch(
+  p_workspace_id uuid,
+  p_table regclass,
+  p_column text,
+  p_limit integer default 5000,
+  p_after text[] default null,
+  out deleted integer,
+  out last_key text[]
+)
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_action text;
-  v_count integer;
+  v_rest text[];
+  v_types text[];
+  v_cols text;
+  v_after text := '';
 begin
   if not exists (select from cajex_private.workspace_purges p
                  where p.workspace_id = p_workspace_id and p.finished_at is null) then
     raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
   end if;
-  select t.action into v_action from cajex_private.purge_tables() t
-  where t.table_name = p_table and t.column_name = p_column;
+  select case when c.confdeltype in ('n', 'd') then 'nullify' else 'delete' end into v_action
+  from pg_constraint c
+  join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
+  where c.contype = 'f' and c.conrelid = p_table and c.confrelid = 'cajex.workspaces'::regclass
+    and cardinality(c.conkey) = 1 and a.attname = p_column
+  limit 1;
   if v_action is null then
     raise exception 'not a workspace-owned table' using errcode = 'CXINV', detail = 'table';
   end if;
+
+  if v_action = 'delete' then
+    -- The rest of the primary key, when it leads with p_column.
+    select array_agg(a.attname::text order by k.ord) filter (where k.ord > 1),
+           array_agg(format_type(a.atttypid, a.atttypmod) order by k.ord) filter (where k.ord > 1)
+      into v_rest, v_types
+    from pg_index i
+    cross join lateral unnest(i.indkey::int2[]) with ordinality as k (attnum, ord)
+    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    where i.indrelid = p_table and i.indisprimary
+    having (array_agg(a.attname::text order by k.ord))[1] = p_column;
+  end if;
+
   if v_action = 'nullify' then
     execute format(
       'update %s set %I = null where ctid = any (array(select ctid from %s where %I = $1 limit $2))',
       p_table, p_column, p_table, p_column)
     using p_workspace_id, p_limit;
-  else
+    get diagnostics deleted = row_count;
+  elsif v_rest is null or cardinality(v_rest) = 0 then
     execute format(
       'delete from %s where ctid = any (array(select ctid from %s where %I = $1 limit $2))',
       p_table, p_table, p_column)
     using p_workspace_id, p_limit;
+    get diagnostics deleted = row_count;
+  else
+    select string_agg(format('%I', c), ', ' order by o) into v_cols
+    from unnest(v_rest) with ordinality as r (c, o);
+    if p_after is not null then
+      select format(' and (%s) > (%s)', v_cols,
+                    string_agg(format('$3[%s]::%s', o, v_types[o]), ', ' order by o))
+        into v_after
+      from unnest(v_rest) with ordinality as r (c, o);
+    end if;
+    execute format(
+      'with batch as materialized ('
+      '  select ctid as tid, %1$s from %2$s where %3$I = $1%4$s order by %1$s limit $2),'
+      ' gone as (delete from %2$s where ctid = any (array(select tid from batch)) returning 1)'
+      ' select (select count(*) from gone)::integer,'
+      '  (select array[%5$s] from batch order by %6$s limit 1)',
+      v_cols, p_table, p_column, v_after,
+      (select string_agg(format('%I::text', c), ', ' order by o) from unnest(v_rest) with ordinality as r (c, o)),
+      (select string_agg(format('%I desc', c), ', ' order by o) from unnest(v_rest) with ordinality as r (c, o)))
+    into deleted, last_key
+    using p_workspace_id, p_limit, p_after;
   end if;
-  get diagnostics v_count = row_count;
   update cajex_private.workspace_purges p
-  set rows_deleted = p.rows_deleted + v_count
+  set rows_deleted = p.rows_deleted + deleted
   where p.workspace_id = p_workspace_id;
-  return v_count;
 end;
 $$;
-alter function cajex_private.purge_batch(uuid, regclass, text, integer) owner to cajex_definer;
+alter function cajex_private.purge_batch(uuid, regclass, text, integer, text[]) owner to cajex_definer;
 
 -- Crypto-shredding: the workspace's data keys go first, so whatever a crash
 -- leaves behind (and every backup) is unreadable.

@@ -57,7 +57,7 @@ grant execute on function
   cajex_private.purge_due(integer),
   cajex_private.purge_tables(),
   cajex_private.purge_begin(uuid),
-  cajex_private.purge_batch(uuid, regclass, text, integer),
+  cajex_private.purge_batch(uuid, regclass, text, integer, text[]),
   cajex_private.purge_destroy_keys(uuid),
   cajex_private.purge_finish(uuid, bigint)
   to cajex_app;

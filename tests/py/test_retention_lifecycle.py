@@ -227,7 +227,8 @@ def test_purge_removes_rows_objects_and_keys_of_that_workspace_only(
     ).fetchone()["ok"]
     assert (
         app.execute(
-            "select cajex_private.purge_batch(%s, 'cajex.audit_log'::regclass, 'workspace_id', 3) as n",
+            "select deleted as n from cajex_private.purge_batch("
+            "%s, 'cajex.audit_log'::regclass, 'workspace_id', 3)",
             (ws.id,),
         ).fetchone()["n"]
         == 3
