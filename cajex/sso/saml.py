@@ -37,8 +37,18 @@ from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
-from signxml import DigestAlgorithm, SignatureConfiguration, SignatureMethod, XMLVerifier
-from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+from signxml import (
+    DigestAlgorithm,
+    SignatureConfiguration,
+    SignatureMethod,
+    XMLVerifier,
+)
+from signxml.exceptions import (
+    InvalidCertificate,
+    InvalidDigest,
+    InvalidInput,
+    InvalidSignature,
+)
 
 MAX_XML_BYTES = 256 * 1024
 MAX_METADATA_BYTES = 1024 * 1024
@@ -49,10 +59,10 @@ NS = {
     "md": "urn:oasis:names:tc:SAML:2.0:metadata",
     "ds": "http://www.w3.org/2000/09/xmldsig#",
 }
-SAMLP = "{%s}" % NS["samlp"]
-SAML = "{%s}" % NS["saml"]
-MD = "{%s}" % NS["md"]
-DS = "{%s}" % NS["ds"]
+SAMLP = "{" + NS["samlp"] + "}"
+SAML = "{" + NS["saml"] + "}"
+MD = "{" + NS["md"] + "}"
+DS = "{" + NS["ds"] + "}"
 
 BINDING_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 BINDING_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
@@ -116,17 +126,23 @@ def _parser() -> etree.XMLParser:
     )
 
 
-def parse_xml(data: bytes | str, *, max_bytes: int = MAX_XML_BYTES, what: str = "message"):
+def parse_xml(
+    data: bytes | str, *, max_bytes: int = MAX_XML_BYTES, what: str = "message"
+):
     """Parse untrusted XML: bounded, no DTD at all, no entities, no network."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     if not data or len(data) > max_bytes:
-        raise SAMLError("xml_size", f"the {what} is empty or larger than {max_bytes} bytes")
+        raise SAMLError(
+            "xml_size", f"the {what} is empty or larger than {max_bytes} bytes"
+        )
     # A DOCTYPE has no business in SAML: refuse it before the parser runs, so
     # that no entity (internal or external) is ever declared.
     lowered = data[:max_bytes].lower()
     if b"<!doctype" in lowered or b"<!entity" in lowered:
-        raise SAMLError("xml_dtd", f"the {what} declares a DTD or entities, which SAML never needs")
+        raise SAMLError(
+            "xml_dtd", f"the {what} declares a DTD or entities, which SAML never needs"
+        )
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
@@ -151,12 +167,12 @@ def _parse_instant(value: str | None, field: str) -> dt.datetime | None:
     except ValueError:
         raise SAMLError("bad_time", f"{field} is not a timestamp") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed
 
 
 def _instant(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_id() -> str:
@@ -173,9 +189,11 @@ def normalise_certificate(value: str) -> str:
     raw = (value or "").strip()
     if "BEGIN CERTIFICATE" not in raw:
         body = "".join(raw.split())
-        raw = "-----BEGIN CERTIFICATE-----\n" + "\n".join(
-            body[i : i + 64] for i in range(0, len(body), 64)
-        ) + "\n-----END CERTIFICATE-----\n"
+        raw = (
+            "-----BEGIN CERTIFICATE-----\n"
+            + "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+            + "\n-----END CERTIFICATE-----\n"
+        )
     try:
         cert = x509.load_pem_x509_certificate(raw.encode())
     except ValueError:
@@ -184,8 +202,13 @@ def normalise_certificate(value: str) -> str:
             "a signing certificate is not a valid X.509 certificate: copy it again "
             "from the identity provider (Base64, PEM)",
         ) from None
-    if not isinstance(cert.public_key(), rsa.RSAPublicKey) and not hasattr(cert.public_key(), "curve"):
-        raise MetadataError("bad_certificate", "a signing certificate holds neither an RSA nor an EC key")
+    if not isinstance(cert.public_key(), rsa.RSAPublicKey) and not hasattr(
+        cert.public_key(), "curve"
+    ):
+        raise MetadataError(
+            "bad_certificate",
+            "a signing certificate holds neither an RSA nor an EC key",
+        )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -195,7 +218,7 @@ def certificate_summary(pem: str) -> dict:
         "subject": cert.subject.rfc4514_string()[:200],
         "not_after": cert.not_valid_after_utc.isoformat(),
         "sha256": cert.fingerprint(hashes.SHA256()).hex(":"),
-        "expired": cert.not_valid_after_utc < dt.datetime.now(dt.timezone.utc),
+        "expired": cert.not_valid_after_utc < dt.datetime.now(dt.UTC),
     }
 
 
@@ -219,15 +242,21 @@ def parse_metadata(data: bytes | str, entity_id: str | None = None) -> IdPMetada
     try:
         root = parse_xml(data, max_bytes=MAX_METADATA_BYTES, what="metadata")
     except SAMLError as exc:
-        raise MetadataError(exc.reason, exc.message + ": download the IdP's federation metadata XML again") from exc
+        raise MetadataError(
+            exc.reason,
+            exc.message + ": download the IdP's federation metadata XML again",
+        ) from exc
     if root.tag == MD + "EntityDescriptor":
         entities = [root]
     elif root.tag == MD + "EntitiesDescriptor":
         entities = root.findall(".//md:EntityDescriptor", NS)
     else:
-        raise MetadataError("not_metadata", "this is not SAML metadata (no EntityDescriptor)")
+        raise MetadataError(
+            "not_metadata", "this is not SAML metadata (no EntityDescriptor)"
+        )
     candidates = [
-        e for e in entities
+        e
+        for e in entities
         if e.find("md:IDPSSODescriptor", NS) is not None
         and (entity_id is None or e.get("entityID") == entity_id)
     ]
@@ -235,12 +264,15 @@ def parse_metadata(data: bytes | str, entity_id: str | None = None) -> IdPMetada
         raise MetadataError(
             "no_idp",
             "the metadata must describe exactly one identity provider (IDPSSODescriptor)"
-            if entity_id is None else "the metadata does not describe that entity id",
+            if entity_id is None
+            else "the metadata does not describe that entity id",
         )
     entity = candidates[0]
     idp = entity.find("md:IDPSSODescriptor", NS)
     if NS["samlp"] not in (idp.get("protocolSupportEnumeration") or ""):
-        raise MetadataError("no_saml2", "the identity provider does not announce SAML 2.0 support")
+        raise MetadataError(
+            "no_saml2", "the identity provider does not announce SAML 2.0 support"
+        )
     eid = (entity.get("entityID") or "").strip()
     if not eid or len(eid) > 2000:
         raise MetadataError("no_entity_id", "the metadata has no entityID")
@@ -248,14 +280,17 @@ def parse_metadata(data: bytes | str, entity_id: str | None = None) -> IdPMetada
     def endpoint(tag: str) -> str | None:
         for binding in (BINDING_REDIRECT,):
             for el in idp.findall(f"md:{tag}", NS):
-                if el.get("Binding") == binding and (el.get("Location") or "").startswith(("https://", "http://")):
+                if el.get("Binding") == binding and (
+                    el.get("Location") or ""
+                ).startswith(("https://", "http://")):
                     return el.get("Location").strip()
         return None
 
     sso = endpoint("SingleSignOnService")
     if not sso:
         raise MetadataError(
-            "no_sso_url", "the metadata has no SingleSignOnService with the HTTP-Redirect binding"
+            "no_sso_url",
+            "the metadata has no SingleSignOnService with the HTTP-Redirect binding",
         )
     certs: list[str] = []
     for kd in idp.findall("md:KeyDescriptor", NS):
@@ -266,9 +301,13 @@ def parse_metadata(data: bytes | str, entity_id: str | None = None) -> IdPMetada
             if pem not in certs:
                 certs.append(pem)
     if not certs:
-        raise MetadataError("no_certificate", "the metadata has no signing certificate (KeyDescriptor)")
+        raise MetadataError(
+            "no_certificate", "the metadata has no signing certificate (KeyDescriptor)"
+        )
     if len(certs) > 8:
-        raise MetadataError("too_many_certificates", "the metadata has more than 8 signing certificates")
+        raise MetadataError(
+            "too_many_certificates", "the metadata has more than 8 signing certificates"
+        )
     return IdPMetadata(eid, sso, endpoint("SingleLogoutService"), tuple(certs))
 
 
@@ -301,7 +340,9 @@ class IdPConfig:
 
 def sp_metadata(sp: SPConfig, signing_cert_pem: str | None = None) -> bytes:
     """Our SP metadata for the IdP admin (what to paste into Entra or Okta)."""
-    root = etree.Element(MD + "EntityDescriptor", nsmap={"md": NS["md"], "ds": NS["ds"]})
+    root = etree.Element(
+        MD + "EntityDescriptor", nsmap={"md": NS["md"], "ds": NS["ds"]}
+    )
     root.set("entityID", sp.entity_id)
     spsso = etree.SubElement(root, MD + "SPSSODescriptor")
     spsso.set("AuthnRequestsSigned", "true" if signing_cert_pem else "false")
@@ -311,14 +352,26 @@ def sp_metadata(sp: SPConfig, signing_cert_pem: str | None = None) -> bytes:
         kd = etree.SubElement(spsso, MD + "KeyDescriptor", use="signing")
         ki = etree.SubElement(kd, DS + "KeyInfo")
         xd = etree.SubElement(ki, DS + "X509Data")
-        body = "".join(line for line in signing_cert_pem.splitlines() if "-----" not in line)
+        body = "".join(
+            line for line in signing_cert_pem.splitlines() if "-----" not in line
+        )
         etree.SubElement(xd, DS + "X509Certificate").text = body
-    etree.SubElement(spsso, MD + "SingleLogoutService", Binding=BINDING_REDIRECT, Location=sp.slo_url)
-    etree.SubElement(spsso, MD + "SingleLogoutService", Binding=BINDING_POST, Location=sp.slo_url)
-    etree.SubElement(spsso, MD + "NameIDFormat").text = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+    etree.SubElement(
+        spsso, MD + "SingleLogoutService", Binding=BINDING_REDIRECT, Location=sp.slo_url
+    )
+    etree.SubElement(
+        spsso, MD + "SingleLogoutService", Binding=BINDING_POST, Location=sp.slo_url
+    )
+    etree.SubElement(
+        spsso, MD + "NameIDFormat"
+    ).text = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
     etree.SubElement(spsso, MD + "NameIDFormat").text = NAMEID_EMAIL
     etree.SubElement(
-        spsso, MD + "AssertionConsumerService", Binding=BINDING_POST, Location=sp.acs_url, index="0",
+        spsso,
+        MD + "AssertionConsumerService",
+        Binding=BINDING_POST,
+        Location=sp.acs_url,
+        index="0",
         isDefault="true",
     )
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
@@ -353,13 +406,21 @@ def redirect_url(
         parts.append(("SigAlg", RSA_SHA256))
     query = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in parts)
     if signing_key is not None:
-        signature = signing_key.sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
-        query += "&Signature=" + urllib.parse.quote(base64.b64encode(signature).decode(), safe="")
+        signature = signing_key.sign(
+            query.encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        query += "&Signature=" + urllib.parse.quote(
+            base64.b64encode(signature).decode(), safe=""
+        )
     return location + ("&" if "?" in location else "?") + query
 
 
-def authn_request(sp: SPConfig, idp: IdPConfig, request_id: str, now: dt.datetime) -> bytes:
-    root = etree.Element(SAMLP + "AuthnRequest", nsmap={"samlp": NS["samlp"], "saml": NS["saml"]})
+def authn_request(
+    sp: SPConfig, idp: IdPConfig, request_id: str, now: dt.datetime
+) -> bytes:
+    root = etree.Element(
+        SAMLP + "AuthnRequest", nsmap={"samlp": NS["samlp"], "saml": NS["saml"]}
+    )
     root.set("ID", request_id)
     root.set("Version", "2.0")
     root.set("IssueInstant", _instant(now))
@@ -371,9 +432,17 @@ def authn_request(sp: SPConfig, idp: IdPConfig, request_id: str, now: dt.datetim
     return etree.tostring(root)
 
 
-def logout_request(sp: SPConfig, idp: IdPConfig, request_id: str, name_id: str,
-                   session_index: str | None, now: dt.datetime) -> bytes:
-    root = etree.Element(SAMLP + "LogoutRequest", nsmap={"samlp": NS["samlp"], "saml": NS["saml"]})
+def logout_request(
+    sp: SPConfig,
+    idp: IdPConfig,
+    request_id: str,
+    name_id: str,
+    session_index: str | None,
+    now: dt.datetime,
+) -> bytes:
+    root = etree.Element(
+        SAMLP + "LogoutRequest", nsmap={"samlp": NS["samlp"], "saml": NS["saml"]}
+    )
     root.set("ID", request_id)
     root.set("Version", "2.0")
     root.set("IssueInstant", _instant(now))
@@ -385,9 +454,16 @@ def logout_request(sp: SPConfig, idp: IdPConfig, request_id: str, name_id: str,
     return etree.tostring(root)
 
 
-def logout_response(sp: SPConfig, idp: IdPConfig, in_response_to: str, now: dt.datetime,
-                    status: str = STATUS_SUCCESS) -> bytes:
-    root = etree.Element(SAMLP + "LogoutResponse", nsmap={"samlp": NS["samlp"], "saml": NS["saml"]})
+def logout_response(
+    sp: SPConfig,
+    idp: IdPConfig,
+    in_response_to: str,
+    now: dt.datetime,
+    status: str = STATUS_SUCCESS,
+) -> bytes:
+    root = etree.Element(
+        SAMLP + "LogoutResponse", nsmap={"samlp": NS["samlp"], "saml": NS["saml"]}
+    )
     root.set("ID", new_id())
     root.set("Version", "2.0")
     root.set("IssueInstant", _instant(now))
@@ -404,8 +480,14 @@ def logout_response(sp: SPConfig, idp: IdPConfig, in_response_to: str, now: dt.d
 
 
 def _config(idp: IdPConfig) -> SignatureConfiguration:
-    methods = {SignatureMethod.RSA_SHA256, SignatureMethod.RSA_SHA384, SignatureMethod.RSA_SHA512,
-               SignatureMethod.ECDSA_SHA256, SignatureMethod.ECDSA_SHA384, SignatureMethod.ECDSA_SHA512}
+    methods = {
+        SignatureMethod.RSA_SHA256,
+        SignatureMethod.RSA_SHA384,
+        SignatureMethod.RSA_SHA512,
+        SignatureMethod.ECDSA_SHA256,
+        SignatureMethod.ECDSA_SHA384,
+        SignatureMethod.ECDSA_SHA512,
+    }
     digests = {DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}
     if idp.allow_sha1:
         methods.add(SignatureMethod.RSA_SHA1)
@@ -429,17 +511,24 @@ def _verify_signed(element, idp: IdPConfig):
     refs = sig.findall("ds:SignedInfo/ds:Reference", NS)
     element_id = element.get("ID")
     if len(refs) != 1 or not element_id or refs[0].get("URI") != "#" + element_id:
-        raise SAMLError("signature_reference", "the signature does not cover the element it sits in")
+        raise SAMLError(
+            "signature_reference", "the signature does not cover the element it sits in"
+        )
     method = sig.find("ds:SignedInfo/ds:SignatureMethod", NS)
     digest = refs[0].find("ds:DigestMethod", NS)
     if not idp.allow_sha1 and any(
-        el is not None and "sha1" in (el.get("Algorithm") or "").lower() for el in (method, digest)
+        el is not None and "sha1" in (el.get("Algorithm") or "").lower()
+        for el in (method, digest)
     ):
-        raise SAMLError("sha1", "the message is signed with SHA-1, which this connection refuses")
+        raise SAMLError(
+            "sha1", "the message is signed with SHA-1, which this connection refuses"
+        )
     last: Exception | None = None
     for pem in idp.certificates:
         try:
-            result = XMLVerifier().verify(element, x509_cert=pem, expect_config=_config(idp))
+            result = XMLVerifier().verify(
+                element, x509_cert=pem, expect_config=_config(idp)
+            )
         except InvalidCertificate as exc:
             last = exc
             continue
@@ -450,12 +539,24 @@ def _verify_signed(element, idp: IdPConfig):
             last = exc
             continue
         signed = result.signed_xml
-        if signed is None or signed.tag != element.tag or signed.get("ID") != element_id:
-            raise SAMLError("signature_reference", "the signature covers another element")
+        if (
+            signed is None
+            or signed.tag != element.tag
+            or signed.get("ID") != element_id
+        ):
+            raise SAMLError(
+                "signature_reference", "the signature covers another element"
+            )
         return signed
     if isinstance(last, InvalidCertificate):
-        raise SAMLError("certificate", "the pinned signing certificate is not valid now: upload fresh metadata")
-    raise SAMLError("bad_signature", "the signature does not verify with the connection's certificates")
+        raise SAMLError(
+            "certificate",
+            "the pinned signing certificate is not valid now: upload fresh metadata",
+        )
+    raise SAMLError(
+        "bad_signature",
+        "the signature does not verify with the connection's certificates",
+    )
 
 
 def _check_duplicate_ids(root) -> None:
@@ -500,7 +601,7 @@ def verify_response(
     data: bytes, *, sp: SPConfig, idp: IdPConfig, now: dt.datetime | None = None
 ) -> SignedAssertion:
     """Verify a Response posted to the ACS; see the module docstring."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     skew = dt.timedelta(seconds=idp.clock_skew)
     root = parse_xml(data)
     if root.tag != SAMLP + "Response":
@@ -520,12 +621,22 @@ def verify_response(
         raise SAMLError("issuer", "the Response comes from another identity provider")
 
     if root.find(".//saml:EncryptedAssertion", NS) is not None:
-        raise SAMLError("encrypted", "encrypted assertions are not supported: turn assertion encryption off")
+        raise SAMLError(
+            "encrypted",
+            "encrypted assertions are not supported: turn assertion encryption off",
+        )
     everywhere = root.findall(".//saml:Assertion", NS)
     direct = root.findall("saml:Assertion", NS)
     if len(everywhere) != 1 or len(direct) != 1:
-        raise SAMLError("assertion_count", "the Response must carry exactly one assertion")
+        raise SAMLError(
+            "assertion_count", "the Response must carry exactly one assertion"
+        )
     assertion = direct[0]
+    if any(isinstance(n, etree._Comment) for n in assertion.iter()):
+        # Exclusive c14n drops comments, so they are not covered by the
+        # signature; a comment inside NameID is the truncation attack
+        # (the signed copy has none, so it is checked here, as received).
+        raise SAMLError("comment", "the assertion contains XML comments")
 
     # Which signatures are there: on the Response, on the Assertion, or both
     # (then both must verify). Data is read from the signed copies only.
@@ -534,10 +645,15 @@ def verify_response(
         signed_response = _verify_signed(root, idp)
         inner = signed_response.findall("saml:Assertion", NS)
         if len(inner) != 1 or signed_response.findall(".//saml:Assertion", NS) != inner:
-            raise SAMLError("assertion_count", "the signed Response must carry exactly one assertion")
+            raise SAMLError(
+                "assertion_count",
+                "the signed Response must carry exactly one assertion",
+            )
         signed_assertion = inner[0]
         if signed_response.get("Destination") is None:
-            raise SAMLError("destination", "a signed Response must name its Destination")
+            raise SAMLError(
+                "destination", "a signed Response must name its Destination"
+            )
         if assertion.find("ds:Signature", NS) is not None:
             signed_assertion = _verify_signed(assertion, idp)
     elif assertion.find("ds:Signature", NS) is not None:
@@ -575,10 +691,14 @@ def verify_response(
             continue
         if scd.get("Recipient") != sp.acs_url:
             raise SAMLError("recipient", "the assertion is for another recipient")
-        limit = _parse_instant(scd.get("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter")
+        limit = _parse_instant(
+            scd.get("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter"
+        )
         if limit is None or now - skew >= limit:
             raise SAMLError("expired", "the assertion has expired")
-        start = _parse_instant(scd.get("NotBefore"), "SubjectConfirmationData NotBefore")
+        start = _parse_instant(
+            scd.get("NotBefore"), "SubjectConfirmationData NotBefore"
+        )
         if start is not None and now + skew < start:
             raise SAMLError("not_yet_valid", "the assertion is not valid yet")
         in_response_to = scd.get("InResponseTo")
@@ -587,7 +707,9 @@ def verify_response(
     if not confirmed:
         raise SAMLError("confirmation", "the assertion has no bearer confirmation")
     if root.get("InResponseTo") != in_response_to:
-        raise SAMLError("in_response_to", "the Response and its assertion answer different requests")
+        raise SAMLError(
+            "in_response_to", "the Response and its assertion answer different requests"
+        )
 
     conditions = a.find("saml:Conditions", NS)
     if conditions is None:
@@ -600,14 +722,17 @@ def verify_response(
         raise SAMLError("expired", "the assertion has expired")
     restrictions = conditions.findall("saml:AudienceRestriction", NS)
     if not restrictions or any(
-        sp.entity_id not in [text_of(x) for x in r.findall("saml:Audience", NS)] for r in restrictions
+        sp.entity_id not in [text_of(x) for x in r.findall("saml:Audience", NS)]
+        for r in restrictions
     ):
         raise SAMLError("audience", "the assertion is for another audience")
 
     authn = a.find("saml:AuthnStatement", NS)
     session_index = authn.get("SessionIndex") if authn is not None else None
     if authn is not None:
-        session_end = _parse_instant(authn.get("SessionNotOnOrAfter"), "SessionNotOnOrAfter")
+        session_end = _parse_instant(
+            authn.get("SessionNotOnOrAfter"), "SessionNotOnOrAfter"
+        )
         if session_end is not None and now - skew >= session_end:
             raise SAMLError("expired", "the identity provider's session has ended")
 
@@ -663,7 +788,9 @@ def verify_redirect_signature(query_string: bytes, idp: IdPConfig) -> None:
         raise SAMLError("unsigned", "the logout message is not signed")
     message = "SAMLRequest" if "SAMLRequest" in pairs else "SAMLResponse"
     signed = b"&".join(
-        k.encode() + b"=" + pairs[k] for k in (message, "RelayState", "SigAlg") if k in pairs
+        k.encode() + b"=" + pairs[k]
+        for k in (message, "RelayState", "SigAlg")
+        if k in pairs
     )
     alg = urllib.parse.unquote(pairs["SigAlg"].decode("ascii", "replace"))
     if alg == RSA_SHA256:
@@ -671,9 +798,14 @@ def verify_redirect_signature(query_string: bytes, idp: IdPConfig) -> None:
     elif alg == RSA_SHA1 and idp.allow_sha1:
         digest = hashes.SHA1()  # noqa: S303 - only when the connection explicitly allows it
     else:
-        raise SAMLError("sha1" if alg == RSA_SHA1 else "signature_alg", "the signature algorithm is refused")
+        raise SAMLError(
+            "sha1" if alg == RSA_SHA1 else "signature_alg",
+            "the signature algorithm is refused",
+        )
     try:
-        signature = base64.b64decode(urllib.parse.unquote(pairs["Signature"].decode("ascii", "replace")))
+        signature = base64.b64decode(
+            urllib.parse.unquote(pairs["Signature"].decode("ascii", "replace"))
+        )
     except ValueError:
         raise SAMLError("bad_signature", "the signature is not base64") from None
     for pem in idp.certificates:
@@ -685,15 +817,22 @@ def verify_redirect_signature(query_string: bytes, idp: IdPConfig) -> None:
             return
         except CryptoInvalidSignature:
             continue
-    raise SAMLError("bad_signature", "the signature does not verify with the connection's certificates")
+    raise SAMLError(
+        "bad_signature",
+        "the signature does not verify with the connection's certificates",
+    )
 
 
 def verify_logout(
-    data: bytes, *, sp: SPConfig, idp: IdPConfig, redirect_signed: bool,
+    data: bytes,
+    *,
+    sp: SPConfig,
+    idp: IdPConfig,
+    redirect_signed: bool,
     now: dt.datetime | None = None,
 ) -> LogoutMessage:
     """Verify a LogoutRequest or LogoutResponse (signed in the XML, or by the redirect binding)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     skew = dt.timedelta(seconds=idp.clock_skew)
     root = parse_xml(data)
     if root.tag not in (SAMLP + "LogoutRequest", SAMLP + "LogoutResponse"):
@@ -706,12 +845,20 @@ def verify_logout(
     if root.get("Version") != "2.0" or not root.get("ID"):
         raise SAMLError("version", "only SAML 2.0 is accepted")
     if text_of(root.find("saml:Issuer", NS)) != idp.entity_id:
-        raise SAMLError("issuer", "the logout message comes from another identity provider")
+        raise SAMLError(
+            "issuer", "the logout message comes from another identity provider"
+        )
     destination = root.get("Destination")
     if destination is not None and destination != sp.slo_url:
-        raise SAMLError("destination", "the logout message is addressed to another endpoint")
+        raise SAMLError(
+            "destination", "the logout message is addressed to another endpoint"
+        )
     issued = _parse_instant(root.get("IssueInstant"), "IssueInstant")
-    if issued is None or issued > now + skew or issued < now - dt.timedelta(minutes=10) - skew:
+    if (
+        issued is None
+        or issued > now + skew
+        or issued < now - dt.timedelta(minutes=10) - skew
+    ):
         raise SAMLError("expired", "the logout message is too old or from the future")
     if root.tag == SAMLP + "LogoutRequest":
         end = _parse_instant(root.get("NotOnOrAfter"), "NotOnOrAfter")
@@ -721,12 +868,21 @@ def verify_logout(
         if not name_id:
             raise SAMLError("name_id", "the logout request names no subject")
         return LogoutMessage(
-            "request", root.get("ID"), None, name_id,
-            tuple(text_of(s) for s in root.findall("samlp:SessionIndex", NS)), True,
+            "request",
+            root.get("ID"),
+            None,
+            name_id,
+            tuple(text_of(s) for s in root.findall("samlp:SessionIndex", NS)),
+            True,
             end or issued + dt.timedelta(minutes=10),
         )
     status = root.find("samlp:Status/samlp:StatusCode", NS)
     return LogoutMessage(
-        "response", root.get("ID"), root.get("InResponseTo"), None, (),
-        status is not None and status.get("Value") == STATUS_SUCCESS, None,
+        "response",
+        root.get("ID"),
+        root.get("InResponseTo"),
+        None,
+        (),
+        status is not None and status.get("Value") == STATUS_SUCCESS,
+        None,
     )
