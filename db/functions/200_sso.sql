@@ -663,3 +663,17 @@ begin
 end;
 $$;
 alter function cajex_private.sso_end_connection_sessions(uuid, text) owner to cajex_definer;
+
+-- The `cajex sso` command names a workspace by slug; it then acts through a
+-- verified job context of that id (cajex.db.as_service). Slugs are public
+-- routing names, so telling their id leaks nothing a URL does not.
+create or replace function cajex_private.sso_workspace_by_slug(p_slug text)
+returns uuid
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select w.id from cajex.workspaces w where w.slug = p_slug and w.status = 'active';
+$$;
+alter function cajex_private.sso_workspace_by_slug(text) owner to cajex_definer;

@@ -96,7 +96,8 @@ grant execute on function
   cajex.sso_consume_request(uuid, text, text),
   cajex.sso_remember_once(uuid, text, text, timestamptz),
   cajex_private.sso_provision(uuid, text, text, text, text[], boolean),
-  cajex_private.sso_logout(uuid, text, text, text)
+  cajex_private.sso_logout(uuid, text, text, text),
+  cajex_private.sso_workspace_by_slug(text)
   to cajex_app;
 -- The configuration functions (cajex_owner) end a connection's sessions.
 grant execute on function cajex_private.sso_end_connection_sessions(uuid, text) to cajex_owner;

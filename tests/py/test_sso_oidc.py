@@ -1,0 +1,396 @@
+"""OIDC connections per workspace against real providers on loopback.
+
+Two workspaces, each with its own provider; hostile callbacks and
+back-channel logout tokens are refused and leave sessions untouched.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+import uuid
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from cajex import crypto
+from cajex.identity import oidc
+from cajex.identity.fakeidp import FakeProvider, SigningKey, make_jwt
+from cajex.sso import service
+
+PUBLIC = "http://cajex.test"
+EVENT = {"http://schemas.openid.net/event/backchannel-logout": {}}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    oidc.clear_caches()
+    yield
+    oidc.clear_caches()
+
+
+class Tenant:
+    def __init__(self, world, settings, domain: str):
+        self.provider = FakeProvider(
+            client_id=f"client-{domain}", client_secret="s3cret-" + domain
+        ).start()
+        self.owner = world.user(email=f"owner@{domain}")
+        self.ws = world.workspace(self.owner, plan="enterprise")
+        self.domain = domain
+        with world.as_job(self.ws) as (conn, _):
+            row = service.create_oidc(
+                conn,
+                crypto.master_key_from_settings(settings),
+                issuer=self.provider.issuer,
+                client_id=self.provider.client_id,
+                client_secret=self.provider.client_secret,
+            )
+            self.cid = row["id"]
+            conn.execute("select cajex.claim_sso_domain(%s, %s)", (self.cid, domain))
+            conn.execute(
+                "select cajex.set_sso_connection_status(%s, 'enabled')", (self.cid,)
+            )
+        self.provider.next_user = {
+            "sub": "ada-1",
+            "email": f"ada@{domain}",
+            "email_verified": True,
+            "sid": "idp-session-1",
+        }
+
+    def authorize(self, client) -> str:
+        """Start at our login URL, let the provider approve; the callback path+query."""
+        start = client.get(f"/sso/{self.cid}/login")
+        assert start.status_code == 302, start.get_data(as_text=True)
+        answer = httpx.get(start.location, follow_redirects=False)
+        assert answer.status_code == 302
+        parts = urllib.parse.urlsplit(answer.headers["location"])
+        return parts.path + "?" + parts.query
+
+    def logout_token(
+        self, key: SigningKey | None = None, header: dict | None = None, **claims
+    ) -> str:
+        key = key or self.provider.current_key
+        body = {
+            "iss": self.provider.issuer,
+            "aud": self.provider.client_id,
+            "iat": int(time.time()),
+            "jti": uuid.uuid4().hex,
+            "sub": "ada-1",
+            "sid": "idp-session-1",
+            "events": EVENT,
+        }
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        return make_jwt(
+            header or {"alg": key.alg, "kid": key.kid, "typ": "logout+jwt"}, body, key
+        )
+
+
+@pytest.fixture
+def tenants(world, settings):
+    a = Tenant(world, settings, "acme.test")
+    b = Tenant(world, settings, "bravo.test")
+    yield a, b
+    a.provider.stop()
+    b.provider.stop()
+
+
+def live_sessions(world):
+    return world.admin.execute(
+        "select idp_subject, idp_session_id, sso_workspace_id from cajex.sessions"
+        " where auth_method = 'sso_oidc' and revoked_at is null order by idp_subject"
+    ).fetchall()
+
+
+def test_sign_in_through_each_workspaces_provider(world, client, tenants, app):
+    a, b = tenants
+    assert client.get(a.authorize(client)).status_code == 302
+    other = app.test_client()
+    assert other.get(b.authorize(other)).status_code == 302
+    rows = live_sessions(world)
+    assert {r["sso_workspace_id"] for r in rows} == {a.ws.id, b.ws.id}
+    assert client.get(f"/w/{a.ws.slug}/api/v1/projects").status_code == 200
+    assert client.get(f"/w/{b.ws.slug}/api/v1/projects").status_code == 404
+    # The client secret is stored sealed, never in clear.
+    raw = world.admin.execute(
+        "select oidc_client_secret from cajex.sso_connections where id = %s", (a.cid,)
+    ).fetchone()["oidc_client_secret"]
+    assert a.provider.client_secret.encode() not in bytes(raw)
+
+
+def test_mix_up_an_answer_for_one_workspace_is_refused_at_anothers_callback(
+    world, client, tenants
+):
+    a, b = tenants
+    callback = a.authorize(client)
+    with capture_logs() as logs:
+        r = client.get(callback.replace(str(a.cid), str(b.cid)))
+    assert r.status_code == 400
+    assert [e["reason"] for e in logs if e.get("event") == "sso.signin_refused"] == [
+        "mix_up"
+    ]
+    assert live_sessions(world) == []
+
+
+def test_answer_from_another_provider_is_refused(world, client, tenants):
+    a, b = tenants
+    # Provider B answers with its own key and issuer, at A's callback.
+    a.provider.tamper = lambda h, c: (
+        {**h, "kid": b.provider.current_key.kid},
+        {**c, "iss": b.provider.issuer},
+        "key",
+    )
+    r = client.get(a.authorize(client))
+    assert r.status_code == 400
+    assert live_sessions(world) == []
+
+
+@pytest.mark.parametrize(
+    "mode", ["alg_none", "hs256_public", "wrong_audience", "expired", "wrong_nonce"]
+)
+def test_hostile_id_tokens_are_refused(world, client, tenants, mode):
+    a, _ = tenants
+
+    def tamper(h, c):
+        if mode == "alg_none":
+            return {**h, "alg": "none"}, c, "none"
+        if mode == "hs256_public":
+            return {**h, "alg": "HS256"}, c, "hs256_public"
+        if mode == "wrong_audience":
+            return h, {**c, "aud": "someone-else"}, "key"
+        if mode == "expired":
+            return (
+                h,
+                {**c, "exp": int(time.time()) - 3600, "iat": int(time.time()) - 4000},
+                "key",
+            )
+        return h, {**c, "nonce": "not-the-nonce"}, "key"
+
+    a.provider.tamper = tamper
+    with capture_logs() as logs:
+        r = client.get(a.authorize(client))
+    assert r.status_code == 400
+    assert [e for e in logs if e.get("event") == "sso.signin_refused"]
+    assert live_sessions(world) == []
+
+
+def test_key_rotation_is_followed(world, client, tenants):
+    a, _ = tenants
+    assert client.get(a.authorize(client)).status_code == 302
+    a.provider.rotate()
+    oidc.clear_caches()
+    assert client.get(a.authorize(client)).status_code == 302
+
+
+def test_unreachable_discovery_changes_nothing(world, settings):
+    ws = world.workspace(plan="enterprise")
+    from cajex.errors import AppError
+    from cajex.localservices import free_port
+
+    with pytest.raises(AppError) as info:
+        with world.as_job(ws) as (conn, _):
+            service.create_oidc(
+                conn,
+                crypto.master_key_from_settings(settings),
+                issuer=f"http://127.0.0.1:{free_port()}",
+                client_id="x",
+                client_secret="y",
+            )
+    assert info.value.code == "invalid_provider"
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.sso_connections"
+        ).fetchone()["n"]
+        == 0
+    )
+
+
+def test_entra_multi_tenant_issuer_is_refused():
+    from cajex.errors import AppError
+
+    with pytest.raises(AppError):
+        service.entra_settings("https://login.microsoftonline.com/common/v2.0")
+    assert service.entra_settings(
+        "https://login.microsoftonline.com/1234-tid/v2.0"
+    ) == {"provider": "entra", "tenant_id": "1234-tid"}
+
+
+def _sign_in_two(client, app, a):
+    assert client.get(a.authorize(client)).status_code == 302
+    other = app.test_client()
+    a.provider.next_user = {
+        "sub": "bob-1",
+        "email": f"bob@{a.domain}",
+        "email_verified": True,
+        "sid": "idp-session-2",
+    }
+    assert other.get(a.authorize(other)).status_code == 302
+    return other
+
+
+BAD_LOGOUT_TOKENS = {
+    "other_key": lambda a: a.logout_token(key=SigningKey("stranger")),
+    "wrong_issuer": lambda a: a.logout_token(iss="https://evil.test"),
+    "wrong_audience": lambda a: a.logout_token(aud="someone-else"),
+    "future_iat": lambda a: a.logout_token(iat=int(time.time()) + 3600),
+    "no_event": lambda a: a.logout_token(events={"other": {}}),
+    "with_nonce": lambda a: a.logout_token(nonce="n"),
+    "wrong_typ": lambda a: a.logout_token(
+        header={
+            "alg": a.provider.current_key.alg,
+            "kid": a.provider.current_key.kid,
+            "typ": "JWT",
+        }
+    ),
+    "no_jti": lambda a: a.logout_token(jti=None),
+    "alg_none": lambda a: make_jwt(
+        {"alg": "none", "typ": "logout+jwt"},
+        {
+            "iss": a.provider.issuer,
+            "aud": a.provider.client_id,
+            "iat": int(time.time()),
+            "jti": "x",
+            "sub": "ada-1",
+            "events": EVENT,
+        },
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(BAD_LOGOUT_TOKENS))
+def test_defective_logout_tokens_leave_sessions_untouched(
+    world, client, app, tenants, defect
+):
+    a, _ = tenants
+    _sign_in_two(client, app, a)
+    token = BAD_LOGOUT_TOKENS[defect](a)
+    r = client.post(
+        f"/sso/oidc/{a.cid}/backchannel-logout", data={"logout_token": token}
+    )
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert len(live_sessions(world)) == 2
+
+
+def test_valid_logout_token_ends_only_its_sessions_and_is_single_use(
+    world, client, app, tenants
+):
+    a, b = tenants
+    _sign_in_two(client, app, a)
+    third = app.test_client()
+    assert (
+        third.get(b.authorize(third)).status_code == 302
+    )  # same sub and sid at provider B
+    token = a.logout_token()
+    r = client.post(
+        f"/sso/oidc/{a.cid}/backchannel-logout", data={"logout_token": token}
+    )
+    assert r.status_code == 200 and r.json == {"ended": 1}
+    left = [(x["idp_subject"], x["sso_workspace_id"]) for x in live_sessions(world)]
+    assert sorted(left, key=str) == sorted(
+        [("ada-1", b.ws.id), ("bob-1", a.ws.id)], key=str
+    )
+    assert client.get(f"/w/{a.ws.slug}/api/v1/projects").status_code == 401
+    again = client.post(
+        f"/sso/oidc/{a.cid}/backchannel-logout", data={"logout_token": token}
+    )
+    assert again.status_code == 400
+    # A's token at B's endpoint is refused too (issuer and audience are B's).
+    at_b = client.post(
+        f"/sso/oidc/{b.cid}/backchannel-logout", data={"logout_token": a.logout_token()}
+    )
+    assert at_b.status_code == 400
+    assert len(live_sessions(world)) == 2
+
+
+def test_logout_by_sub_alone_ends_that_subjects_sessions(world, client, app, tenants):
+    a, _ = tenants
+    _sign_in_two(client, app, a)
+    r = client.post(
+        f"/sso/oidc/{a.cid}/backchannel-logout",
+        data={"logout_token": a.logout_token(sid=None)},
+    )
+    assert r.status_code == 200 and r.json == {"ended": 1}
+    assert [x["idp_subject"] for x in live_sessions(world)] == ["bob-1"]
+
+
+def test_cli_adds_and_lists_connections(
+    world, db_urls, settings, tmp_path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from cajex import cli as cli_module
+    from cajex.sso import fakeidp
+
+    if "sso" not in cli_module.cli.commands:
+        cli_module._register_areas()
+    cli_main = cli_module.cli
+
+    ws = world.workspace(plan="enterprise")
+    idp = fakeidp.TestIdP("https://idp.cli.test/")
+    md = tmp_path / "md.xml"
+    md.write_bytes(idp.entra_metadata())
+    monkeypatch.setenv("CAJEX_CONTEXT_SECRET", settings.context_secret)
+    monkeypatch.setenv("CAJEX_PUBLIC_URL", PUBLIC)
+    monkeypatch.setenv("CAJEX_MASTER_KEY", settings.master_key)
+    runner = CliRunner()
+    out = runner.invoke(
+        cli_main,
+        [
+            "sso",
+            "add-saml",
+            "--workspace",
+            ws.slug,
+            "--metadata",
+            str(md),
+            "--allow-idp-initiated",
+            "--database-url",
+            db_urls["app"],
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    import json
+
+    added = json.loads(out.output)
+    assert added["acs_url"] == f"{PUBLIC}/sso/saml/{added['connection_id']}/acs"
+    for key in ("entity_id", "slo_url", "redirect_uri"):
+        assert added[key].startswith(PUBLIC)
+    listed = runner.invoke(
+        cli_main,
+        ["sso", "list", "--workspace", ws.slug, "--database-url", db_urls["app"]],
+    )
+    assert [c["connection_id"] for c in json.loads(listed.output)] == [
+        added["connection_id"]
+    ]
+    free = world.workspace(plan="free")
+    refused = runner.invoke(
+        cli_main,
+        [
+            "sso",
+            "add-saml",
+            "--workspace",
+            free.slug,
+            "--metadata",
+            str(md),
+            "--database-url",
+            db_urls["app"],
+        ],
+    )
+    assert refused.exit_code != 0 and "plan" in refused.output
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<nope/>")
+    broken = runner.invoke(
+        cli_main,
+        [
+            "sso",
+            "add-saml",
+            "--workspace",
+            ws.slug,
+            "--metadata",
+            str(bad),
+            "--database-url",
+            db_urls["app"],
+        ],
+    )
+    assert broken.exit_code != 0 and "EntityDescriptor" in broken.output
