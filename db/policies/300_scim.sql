@@ -75,3 +75,24 @@ grant execute on function
   cajex_private.recompute_workspace_roles(uuid),
   cajex_private.require_group_mapping_permission()
   to cajex_definer, cajex_owner;
+
+-- SCIM requests (cajex_app) open their context and call the SCIM functions;
+-- the functions run as cajex_owner and call the definer helpers below.
+grant execute on function
+  cajex_private.open_scim_context(bytea),
+  cajex.create_scim_token(text, bytea),
+  cajex.revoke_scim_token(uuid),
+  cajex.scim_create_user(jsonb),
+  cajex.scim_replace_user(uuid, jsonb, integer),
+  cajex.scim_delete_user(uuid, integer),
+  cajex.scim_create_group(jsonb),
+  cajex.scim_update_group(uuid, jsonb, integer),
+  cajex.scim_delete_group(uuid, integer)
+  to cajex_app;
+grant execute on function
+  cajex_private.ensure_user(text, text),
+  cajex_private.revoke_sessions(uuid, text, uuid, uuid, text),
+  cajex_private.require_seat(uuid, integer),
+  cajex_private.has_other_active_membership(uuid, uuid)
+  to cajex_owner;
+grant execute on function cajex_private.require_scim() to cajex_app;

@@ -148,11 +148,3 @@ alter table cajex.scim_group_members enable row level security;
 alter table cajex.scim_group_members force row level security;
 -- A user's groups (the role recompute, the User resource's groups).
 create index scim_group_members_user_idx on cajex.scim_group_members (workspace_id, scim_user_id);
-
---------------------------------------------------------------------------------
--- The permission SCIM requests act with: only the 'system' role of a SCIM
--- context holds it (the SCIM functions also check the actor is a token).
-alter table cajex.role_permissions no force row level security;
-insert into cajex.role_permissions (permission, role) values ('scim.provision', 'system')
-on conflict do nothing;
-alter table cajex.role_permissions force row level security;
