@@ -167,6 +167,9 @@ def user_view(view):
                 return view(*args, **kwargs)
         except _Unauthorized:
             return _signed_out()
+        finally:
+            # The connection is back in the pool (see workspace_view).
+            g.pop("db", None)
 
     return wrapper
 
@@ -186,22 +189,27 @@ def workspace_view(permission: str | None = None):
                 return current_app.login_manager.unauthorized()
             if len(slug) > 64:
                 abort(404)
-            with pool().connection() as conn:
-                with db.in_context(conn, token, slug) as opened:
-                    if not opened.opened:
-                        return _signed_out()
-                    if opened.workspace_id is None:
-                        abort(404)
-                    g.db = conn
-                    g.workspace = opened
-                    structlog.contextvars.bind_contextvars(
-                        workspace_id=str(opened.workspace_id)
-                    )
-                    if permission is not None and not opened.can(permission):
-                        raise AppError(
-                            403, "forbidden", f"your role may not {permission}"
+            try:
+                with pool().connection() as conn:
+                    with db.in_context(conn, token, slug) as opened:
+                        if not opened.opened:
+                            return _signed_out()
+                        if opened.workspace_id is None:
+                            abort(404)
+                        g.db = conn
+                        g.workspace = opened
+                        structlog.contextvars.bind_contextvars(
+                            workspace_id=str(opened.workspace_id)
                         )
-                    return view(*args, **kwargs)
+                        if permission is not None and not opened.can(permission):
+                            raise AppError(
+                                403, "forbidden", f"your role may not {permission}"
+                            )
+                        return view(*args, **kwargs)
+            finally:
+                # The connection is back in the pool: an error page rendered
+                # after this must not run queries on it.
+                g.pop("db", None)
 
         return wrapper
 

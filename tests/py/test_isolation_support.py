@@ -111,6 +111,9 @@ class Dataset:
         # Hypothesis prints its arguments on failure: no session secrets there.
         return f"Dataset({len(self.tenants)} tenants)"
 
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self))
+
     def tenant_of(self, ws_id) -> Tenant | None:
         return next((t for t in self.all_tenants() if t.ws.id == ws_id), None)
 
