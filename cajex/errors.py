@@ -33,6 +33,7 @@ SQLSTATES: dict[str, ErrorCode] = {
     "CXSTL": ErrorCode(409, "conflict"),
     "CXEXP": ErrorCode(410, "expired"),
     "CXRTL": ErrorCode(429, "rate_limited"),
+    "CXLST": ErrorCode(409, "last_sign_in_method"),
     # PostgreSQL's own, for the few a request can reach.
     "23505": ErrorCode(409, "duplicate"),
     "23514": ErrorCode(422, "invalid"),

@@ -6,10 +6,8 @@ from cajex.web import auth
 from cajex.web.middleware import pool, user_view
 from flask import (
     Blueprint,
-    current_app,
     redirect,
     render_template,
-    request,
     session,
     url_for,
 )
@@ -36,12 +34,9 @@ def index():
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("home.index"))
-    settings = current_app.extensions["cajex.settings"]
-    return render_template(
-        "login.html",
-        development=settings.development,
-        next=request.args.get("next", ""),
-    )
+    from cajex.web.views.signin import render_login
+
+    return render_login()
 
 
 @bp.post("/logout")
