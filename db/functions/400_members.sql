@@ -1,0 +1,741 @@
+-- Members and invitations, ownership, onboarding progress, branding and
+-- moving projects between workspaces of one organisation. Functions that act
+-- in the open workspace run as cajex_owner (bound by forced RLS); the few
+-- that must act before a membership exists (accepting an invitation) or in
+-- two workspaces (moving projects) are cajex_definer and scope themselves.
+
+--------------------------------------------------------------------------------
+-- Invitations
+
+-- One invitation, in the open workspace. Returns an outcome instead of
+-- raising for what a bulk list expects row by row: 'invited',
+-- 'already_member', 'already_invited', 'invalid_address', 'invalid_role',
+-- 'over_seat_limit'. Raises only when the caller may not invite at all.
+create or replace function cajex_private.invite_one(
+  p_email text,
+  p_role text,
+  p_token_hash bytea,
+  p_link text,
+  p_expires_in interval default interval '7 days',
+  out outcome text,
+  out invitation_id uuid
+)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_email text := cajex_private.normalise_email(p_email);
+  v_pending integer;
+  v_expires timestamptz;
+  v_ws_name text;
+  v_inviter text;
+begin
+  perform cajex_private.require_permission('member.invite');
+  if v_email is null or char_length(v_email) > 320 or v_email !~ '^[^@\s",;<>]+@[^@\s",;<>]+\.[^@\s",;<>]+$' then
+    outcome := 'invalid_address';
+    return;
+  end if;
+  if p_role is null or p_role not in ('admin', 'member', 'viewer') then
+    outcome := 'invalid_role';
+    return;
+  end if;
+  if p_expires_in is null or p_expires_in < interval '1 hour' or p_expires_in > interval '30 days' then
+    raise exception 'an invitation lasts from 1 hour to 30 days' using errcode = 'CXINV', detail = 'expires_in';
+  end if;
+  if p_token_hash is null or octet_length(p_token_hash) <> 32 then
+    raise exception 'the invitation token hash is 32 bytes' using errcode = 'CXINV', detail = 'token';
+  end if;
+  if exists (
+    select from cajex.memberships m join cajex.users u on u.id = m.user_id
+    where m.workspace_id = v_ws and u.email = v_email and m.status = 'active') then
+    outcome := 'already_member';
+    return;
+  end if;
+  -- Expired invitations give their place to a new one.
+  update cajex.invitations i set status = 'replaced', ended_at = now()
+  where i.workspace_id = v_ws and i.email = v_email and i.status = 'pending' and i.expires_at <= now();
+  if exists (select from cajex.invitations i
+             where i.workspace_id = v_ws and i.email = v_email and i.status = 'pending') then
+    select i.id into invitation_id from cajex.invitations i
+    where i.workspace_id = v_ws and i.email = v_email and i.status = 'pending';
+    outcome := 'already_invited';
+    return;
+  end if;
+  -- Pending invitations hold a seat each.
+  select count(*)::integer into v_pending from cajex.invitations i
+  where i.workspace_id = v_ws and i.status = 'pending' and i.expires_at > now();
+  begin
+    perform cajex_private.require_seat(v_ws, v_pending + 1);
+  exception when sqlstate 'CXPLN' then
+    outcome := 'over_seat_limit';
+    return;
+  end;
+  v_expires := now() + p_expires_in;
+  insert into cajex.invitations (workspace_id, email, role, token_hash, invited_by, expires_at)
+  values (v_ws, v_email, p_role, p_token_hash, (select cajex.current_user_id()), v_expires)
+  returning id into invitation_id;
+  select w.name into v_ws_name from cajex.workspaces w where w.id = v_ws;
+  select coalesce(u.display_name, 'A colleague') into v_inviter
+  from cajex.users u where u.id = (select cajex.current_user_id());
+  perform cajex_private.enqueue_job('email.send', jsonb_build_object(
+    'template', 'invitation',
+    'to', v_email,
+    'workspace_id', v_ws,
+    'params', jsonb_build_object(
+      'workspace_name', v_ws_name,
+      'inviter_name', coalesce(v_inviter, 'A colleague'),
+      'role', p_role,
+      'accept_url', p_link,
+      'expires_at', to_char(v_expires at time zone 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))));
+  perform cajex_private.write_audit('invitation.created', 'invitation', invitation_id::text,
+                                    jsonb_build_object('role', p_role));
+  outcome := 'invited';
+end;
+$$;
+
+create or replace function cajex.invite_member(
+  p_email text,
+  p_role text,
+  p_token_hash bytea,
+  p_link text,
+  p_expires_in interval default interval '7 days',
+  out outcome text,
+  out invitation_id uuid
+)
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select i.outcome, i.invitation_id
+  from cajex_private.invite_one(p_email, p_role, p_token_hash, p_link, p_expires_in) i;
+$$;
+comment on function cajex.invite_member(text, text, bytea, text, interval) is
+  'Invite an address with a role to the open workspace; returns the outcome (invited, '
+  'already_member, already_invited, invalid_address, invalid_role, over_seat_limit).';
+
+-- A list: p_rows is a JSON array of {email, role, token_hash (hex), link}.
+-- Each row gets its own outcome; good rows go through when others fail.
+create or replace function cajex.invite_members(p_rows jsonb)
+returns table (line integer, email text, outcome text, invitation_id uuid)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_row jsonb;
+  v_line integer := 0;
+  v_hash bytea;
+begin
+  perform cajex_private.require_permission('member.invite');
+  if p_rows is null or jsonb_typeof(p_rows) <> 'array' then
+    raise exception 'rows must be a list' using errcode = 'CXINV', detail = 'rows';
+  end if;
+  if jsonb_array_length(p_rows) > 1000 then
+    raise exception 'at most 1000 invitations at once' using errcode = 'CXINV', detail = 'rows';
+  end if;
+  for v_row in select value from jsonb_array_elements(p_rows) loop
+    v_line := v_line + 1;
+    line := coalesce((v_row ->> 'line')::integer, v_line);
+    email := left(v_row ->> 'email', 320);
+    invitation_id := null;
+    v_hash := case when coalesce(v_row ->> 'token_hash', '') ~ '^[0-9a-f]{64}$'
+                   then decode(v_row ->> 'token_hash', 'hex') end;
+    select i.outcome, i.invitation_id into outcome, invitation_id
+    from cajex_private.invite_one(v_row ->> 'email', v_row ->> 'role', v_hash, v_row ->> 'link') i;
+    return next;
+  end loop;
+end;
+$$;
+
+-- What the accept page shows about a token before anyone is signed in.
+create or replace function cajex.invitation_preview(p_slug text, p_token_hash bytea)
+returns table (workspace_name text, workspace_slug text, email text, role text, status text,
+               expires_at timestamptz)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select w.name, w.slug, i.email, i.role,
+         case when i.status = 'pending' and i.expires_at <= now() then 'expired' else i.status end,
+         i.expires_at
+  from cajex.invitations i
+  join cajex.workspaces w on w.id = i.workspace_id
+  where i.token_hash = p_token_hash and w.slug = p_slug and w.status = 'active';
+$$;
+alter function cajex.invitation_preview(text, bytea) owner to cajex_definer;
+
+-- Accept: the signed-in user (any sign-in method) joins the workspace named
+-- by the link. The token must belong to that workspace, be pending and
+-- unexpired, and name the user's own address.
+create or replace function cajex.accept_invitation(p_slug text, p_token_hash bytea)
+returns table (workspace_id uuid, workspace_slug text, role text)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user uuid := (select cajex.current_user_id());
+  v_email text;
+  v_inv cajex.invitations;
+  v_ws cajex.workspaces;
+begin
+  if v_user is null then
+    raise exception 'sign in to accept the invitation' using errcode = 'CXNCX';
+  end if;
+  select w.* into v_ws from cajex.workspaces w where w.slug = p_slug and w.status = 'active';
+  select i.* into v_inv from cajex.invitations i
+  where i.token_hash = p_token_hash and i.workspace_id = v_ws.id
+  for update;
+  if v_ws.id is null or v_inv.id is null then
+    raise exception 'this invitation does not exist' using errcode = 'CXNFD', detail = 'invitation';
+  end if;
+  if v_inv.status <> 'pending' then
+    raise exception 'this invitation was already used or withdrawn' using errcode = 'CXEXP', detail = 'invitation';
+  end if;
+  if v_inv.expires_at <= now() then
+    raise exception 'this invitation has expired' using errcode = 'CXEXP', detail = 'invitation',
+      hint = 'Ask for a new invitation.';
+  end if;
+  select u.email into v_email from cajex.users u where u.id = v_user;
+  if v_email is distinct from v_inv.email then
+    raise exception 'this invitation is for another email address' using errcode = 'CXFBD',
+      detail = 'email', hint = 'Sign in with the address the invitation was sent to.';
+  end if;
+  if not exists (select from cajex.memberships m
+                 where m.workspace_id = v_ws.id and m.user_id = v_user and m.status = 'active') then
+    perform cajex_private.require_seat(v_ws.id, 1);
+    insert into cajex.memberships (workspace_id, user_id, role)
+    values (v_ws.id, v_user, v_inv.role)
+    on conflict on constraint memberships_pkey do update
+      set role = excluded.role, status = 'active'
+      where cajex.memberships.role <> 'owner';
+  end if;
+  update cajex.invitations i set status = 'accepted', ended_at = now(), accepted_by = v_user
+  where i.workspace_id = v_ws.id and i.id = v_inv.id;
+  insert into cajex.audit_log (workspace_id, actor_user_id, actor, action, target_type, target_id, details)
+  values (v_ws.id, v_user, 'user', 'invitation.accepted', 'invitation', v_inv.id::text,
+          jsonb_build_object('role', v_inv.role, 'user_id', v_user));
+  workspace_id := v_ws.id;
+  workspace_slug := v_ws.slug;
+  role := v_inv.role;
+  return next;
+end;
+$$;
+alter function cajex.accept_invitation(text, bytea) owner to cajex_definer;
+
+-- Decline: whoever holds the link may say no; it needs no account.
+create or replace function cajex.decline_invitation(p_slug text, p_token_hash bytea)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_inv cajex.invitations;
+begin
+  select i.* into v_inv from cajex.invitations i
+  join cajex.workspaces w on w.id = i.workspace_id
+  where i.token_hash = p_token_hash and w.slug = p_slug and w.status = 'active'
+  for update of i;
+  if v_inv.id is null then
+    raise exception 'this invitation does not exist' using errcode = 'CXNFD', detail = 'invitation';
+  end if;
+  if v_inv.status <> 'pending' or v_inv.expires_at <= now() then
+    raise exception 'this invitation was already used, withdrawn or has expired'
+      using errcode = 'CXEXP', detail = 'invitation';
+  end if;
+  update cajex.invitations i set status = 'declined', ended_at = now()
+  where i.workspace_id = v_inv.workspace_id and i.id = v_inv.id;
+  insert into cajex.audit_log (workspace_id, actor_user_id, actor, action, target_type, target_id)
+  values (v_inv.workspace_id, (select cajex.current_user_id()), 'user', 'invitation.declined',
+          'invitation', v_inv.id::text);
+end;
+$$;
+alter function cajex.decline_invitation(text, bytea) owner to cajex_definer;
+
+create or replace function cajex.revoke_invitation(p_invitation_id uuid)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform cajex_private.require_permission('member.invite');
+  update cajex.invitations i set status = 'revoked', ended_at = now()
+  where i.id = p_invitation_id and i.status = 'pending';
+  if not found then
+    raise exception 'no pending invitation with that id' using errcode = 'CXNFD', detail = 'invitation';
+  end if;
+  perform cajex_private.write_audit('invitation.revoked', 'invitation', p_invitation_id::text);
+end;
+$$;
+
+-- Resend: a new token and a new expiry; the old token is dead at once.
+create or replace function cajex.resend_invitation(
+  p_invitation_id uuid,
+  p_token_hash bytea,
+  p_link text,
+  p_expires_in interval default interval '7 days'
+)
+returns uuid
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_old cajex.invitations;
+  v_new uuid;
+begin
+  perform cajex_private.require_permission('member.invite');
+  select i.* into v_old from cajex.invitations i
+  where i.id = p_invitation_id and i.status = 'pending' for update;
+  if v_old.id is null then
+    raise exception 'no pending invitation with that id' using errcode = 'CXNFD', detail = 'invitation';
+  end if;
+  update cajex.invitations i set status = 'replaced', ended_at = now()
+  where i.workspace_id = v_old.workspace_id and i.id = v_old.id;
+  select r.invitation_id into v_new
+  from cajex_private.invite_one(v_old.email, v_old.role, p_token_hash, p_link, p_expires_in) r;
+  if v_new is null then
+    raise exception 'the invitation cannot be sent again' using errcode = 'CXINV', detail = 'invitation';
+  end if;
+  perform cajex_private.write_audit('invitation.resent', 'invitation', v_new::text,
+                                    jsonb_build_object('replaces', v_old.id));
+  return v_new;
+end;
+$$;
+
+--------------------------------------------------------------------------------
+-- Roles, removal, leaving, ownership
+
+create or replace function cajex.change_member_role(p_user_id uuid, p_role text)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_old text;
+begin
+  perform cajex_private.require_permission('member.change_role');
+  if p_role is null or p_role not in ('admin', 'member', 'viewer') then
+    raise exception 'a role is admin, member or viewer (ownership is transferred, not assigned)'
+      using errcode = 'CXINV', detail = 'role';
+  end if;
+  select m.role into v_old from cajex.memberships m
+  where m.workspace_id = (select cajex.current_workspace_id()) and m.user_id = p_user_id for update;
+  if v_old is null then
+    raise exception 'no such member' using errcode = 'CXNFD', detail = 'member';
+  end if;
+  if v_old = 'owner' then
+    raise exception 'the owner''s role changes only by transferring ownership'
+      using errcode = 'CXOWN', detail = 'role';
+  end if;
+  -- An admin cannot make or unmake admins above their station: only the
+  -- owner changes an admin's role.
+  if (v_old = 'admin' or p_role = 'admin') and (select cajex.current_member_role()) not in ('owner', 'system') then
+    raise exception 'only the owner grants or withdraws the admin role'
+      using errcode = 'CXFBD', detail = 'member.change_role';
+  end if;
+  update cajex.memberships m set role = p_role
+  where m.workspace_id = (select cajex.current_workspace_id()) and m.user_id = p_user_id;
+  perform cajex_private.write_audit('member.role_changed', 'user', p_user_id::text,
+                                    jsonb_build_object('from', v_old, 'to', p_role));
+end;
+$$;
+
+-- Remove a member. Their global session simply stops opening this workspace
+-- (the membership is gone); sessions this workspace's identity provider
+-- opened are revoked outright.
+create or replace function cajex.remove_member(p_user_id uuid)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_role text;
+begin
+  perform cajex_private.require_permission('member.remove');
+  select m.role into v_role from cajex.memberships m
+  where m.workspace_id = v_ws and m.user_id = p_user_id for update;
+  if v_role is null then
+    raise exception 'no such member' using errcode = 'CXNFD', detail = 'member';
+  end if;
+  if v_role = 'owner' then
+    raise exception 'the owner cannot be removed' using errcode = 'CXOWN', detail = 'member',
+      hint = 'Transfer ownership to another member first.';
+  end if;
+  if v_role = 'admin' and (select cajex.current_member_role()) not in ('owner', 'system') then
+    raise exception 'only the owner removes an admin' using errcode = 'CXFBD', detail = 'member.remove';
+  end if;
+  delete from cajex.memberships m where m.workspace_id = v_ws and m.user_id = p_user_id;
+  perform cajex_private.revoke_sessions(p_user_id, 'removed_from_workspace', null, v_ws);
+  perform cajex_private.write_audit('member.removed', 'user', p_user_id::text,
+                                    jsonb_build_object('role', v_role));
+end;
+$$;
+
+create or replace function cajex.leave_workspace()
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_user uuid := (select cajex.current_user_id());
+  v_role text;
+begin
+  if v_ws is null or v_user is null then
+    raise exception 'no workspace is open for this request' using errcode = 'CXNCX';
+  end if;
+  select m.role into v_role from cajex.memberships m
+  where m.workspace_id = v_ws and m.user_id = v_user for update;
+  if v_role = 'owner' then
+    raise exception 'the owner cannot leave' using errcode = 'CXOWN', detail = 'member',
+      hint = 'Transfer ownership to another member first.';
+  end if;
+  -- Audit first: the context closes with the membership.
+  perform cajex_private.write_audit('member.left', 'user', v_user::text, jsonb_build_object('role', v_role));
+  delete from cajex.memberships m where m.workspace_id = v_ws and m.user_id = v_user;
+  perform cajex_private.revoke_sessions(v_user, 'left_workspace', null, v_ws);
+end;
+$$;
+
+-- Ownership moves in one transaction: the workspace row is locked first, so
+-- concurrent transfers run one after the other, and the second finds its
+-- caller no longer the owner. The old owner is demoted before the new one is
+-- promoted (the unique index allows one owner), and the deferred trigger
+-- checks at commit that there is exactly one.
+create or replace function cajex.transfer_ownership(p_new_owner uuid)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_user uuid := (select cajex.current_user_id());
+  v_target text;
+begin
+  perform cajex_private.require_permission('ownership.transfer');
+  perform from cajex.workspaces w where w.id = v_ws for update;
+  -- Re-read after the lock: a transfer that committed while we waited has
+  -- already made the caller an admin.
+  if not exists (select from cajex.memberships m
+                 where m.workspace_id = v_ws and m.user_id = v_user
+                   and m.role = 'owner' and m.status = 'active') then
+    raise exception 'only the owner transfers ownership' using errcode = 'CXFBD',
+      detail = 'ownership.transfer';
+  end if;
+  select m.role into v_target from cajex.memberships m
+  where m.workspace_id = v_ws and m.user_id = p_new_owner and m.status = 'active' for update;
+  if v_target is null then
+    raise exception 'the new owner must be an active member' using errcode = 'CXNFD', detail = 'member';
+  end if;
+  if p_new_owner = v_user then
+    raise exception 'you already own this workspace' using errcode = 'CXINV', detail = 'member';
+  end if;
+  update cajex.memberships m set role = 'admin' where m.workspace_id = v_ws and m.user_id = v_user;
+  update cajex.memberships m set role = 'owner' where m.workspace_id = v_ws and m.user_id = p_new_owner;
+  perform cajex_private.write_audit('ownership.transferred', 'user', p_new_owner::text,
+                                    jsonb_build_object('from', v_user, 'previous_role', v_target));
+end;
+$$;
+
+--------------------------------------------------------------------------------
+-- Onboarding progress (the caller's own row only).
+
+create or replace function cajex.save_onboarding_draft(p_step text, p_data jsonb, p_workspace_id uuid default null)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user uuid := (select cajex.current_user_id());
+begin
+  if v_user is null then
+    raise exception 'sign in first' using errcode = 'CXNCX';
+  end if;
+  if p_workspace_id is not null and not exists (
+    select from cajex.memberships m
+    where m.workspace_id = p_workspace_id and m.user_id = v_user and m.role = 'owner') then
+    raise exception 'workspace not found' using errcode = 'CXNFD', detail = 'workspace';
+  end if;
+  insert into cajex.onboarding_drafts (user_id, step, data, workspace_id, updated_at)
+  values (v_user, p_step, coalesce(p_data, '{}'), p_workspace_id, now())
+  on conflict (user_id) do update
+    set step = excluded.step, data = excluded.data,
+        workspace_id = coalesce(excluded.workspace_id, cajex.onboarding_drafts.workspace_id),
+        updated_at = now();
+end;
+$$;
+alter function cajex.save_onboarding_draft(text, jsonb, uuid) owner to cajex_definer;
+
+create or replace function cajex.discard_onboarding_draft()
+returns void
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  delete from cajex.onboarding_drafts d where d.user_id = (select cajex.current_user_id());
+$$;
+alter function cajex.discard_onboarding_draft() owner to cajex_definer;
+
+-- First-run defaults of the open workspace, kept in workspaces.settings.
+create or replace function cajex.set_first_run_defaults(
+  p_default_role text,
+  p_sign_in_methods text[],
+  p_ai_enabled boolean,
+  p_project_tags text[]
+)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform cajex_private.require_permission('workspace.settings');
+  if p_default_role is null or p_default_role not in ('admin', 'member', 'viewer') then
+    raise exception 'the default role is admin, member or viewer' using errcode = 'CXINV', detail = 'default_role';
+  end if;
+  if p_sign_in_methods is null or cardinality(p_sign_in_methods) = 0
+     or not p_sign_in_methods <@ array['magic_link', 'google', 'microsoft', 'sso', 'development'] then
+    raise exception 'choose at least one sign-in method from magic_link, google, microsoft, sso'
+      using errcode = 'CXINV', detail = 'sign_in_methods';
+  end if;
+  if p_ai_enabled is null then
+    raise exception 'say whether AI features start on' using errcode = 'CXINV', detail = 'ai_enabled';
+  end if;
+  if p_ai_enabled then
+    perform cajex_private.require_permission('ai.configure');
+  end if;
+  if p_project_tags is null or cardinality(p_project_tags) > 32
+     or exists (select from unnest(p_project_tags) t where t is null or t !~ '^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$') then
+    raise exception 'at most 32 tags of 1 to 40 letters, digits, spaces, dots, dashes or underscores'
+      using errcode = 'CXINV', detail = 'project_tags';
+  end if;
+  update cajex.workspaces w
+  set settings = w.settings || jsonb_build_object(
+        'default_role', p_default_role,
+        'sign_in_methods', to_jsonb(p_sign_in_methods),
+        'ai_enabled', p_ai_enabled,
+        'project_tags', to_jsonb(p_project_tags))
+  where w.id = (select cajex.current_workspace_id());
+  perform cajex_private.write_audit('workspace.defaults_set', 'workspace',
+                                    (select cajex.current_workspace_id())::text,
+                                    jsonb_build_object('default_role', p_default_role, 'ai_enabled', p_ai_enabled));
+end;
+$$;
+
+--------------------------------------------------------------------------------
+-- Branding
+
+create or replace function cajex.set_brand_colours(p_primary text, p_accent text)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform cajex_private.require_permission('branding.change');
+  if p_primary is not null and lower(p_primary) !~ '^#[0-9a-f]{6}$' then
+    raise exception 'a colour is written #rrggbb' using errcode = 'CXINV', detail = 'primary';
+  end if;
+  if p_accent is not null and lower(p_accent) !~ '^#[0-9a-f]{6}$' then
+    raise exception 'a colour is written #rrggbb' using errcode = 'CXINV', detail = 'accent';
+  end if;
+  insert into cajex.workspace_branding (workspace_id, primary_colour, accent_colour, updated_by)
+  values ((select cajex.current_workspace_id()), lower(p_primary), lower(p_accent), (select cajex.current_user_id()))
+  on conflict (workspace_id) do update
+    set primary_colour = excluded.primary_colour, accent_colour = excluded.accent_colour,
+        updated_by = excluded.updated_by, updated_at = now();
+  perform cajex_private.write_audit('branding.colours_changed', 'workspace',
+                                    (select cajex.current_workspace_id())::text,
+                                    jsonb_build_object('primary', lower(p_primary), 'accent', lower(p_accent)));
+end;
+$$;
+
+-- The logo arrives already decoded and re-encoded by the server; this
+-- checks the envelope again (type, size, dimensions) and stores it.
+create or replace function cajex.set_logo(p_logo bytea, p_type text, p_width integer, p_height integer)
+returns text
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_sha text;
+begin
+  perform cajex_private.require_permission('branding.change');
+  if p_logo is null or octet_length(p_logo) = 0 or octet_length(p_logo) > 1048576 then
+    raise exception 'a logo is at most 1 MB' using errcode = 'CXINV', detail = 'logo';
+  end if;
+  if p_type is null or p_type not in ('image/png', 'image/jpeg', 'image/webp') then
+    raise exception 'a logo is a PNG, JPEG or WebP image' using errcode = 'CXINV', detail = 'logo';
+  end if;
+  if p_width not between 1 and 4096 or p_height not between 1 and 4096 then
+    raise exception 'a logo is at most 4096 pixels on a side' using errcode = 'CXINV', detail = 'logo';
+  end if;
+  v_sha := encode(sha256(p_logo), 'hex');
+  insert into cajex.workspace_branding (workspace_id, logo, logo_type, logo_width, logo_height, logo_sha256, updated_by)
+  values ((select cajex.current_workspace_id()), p_logo, p_type, p_width, p_height, v_sha,
+          (select cajex.current_user_id()))
+  on conflict (workspace_id) do update
+    set logo = excluded.logo, logo_type = excluded.logo_type, logo_width = excluded.logo_width,
+        logo_height = excluded.logo_height, logo_sha256 = excluded.logo_sha256,
+        updated_by = excluded.updated_by, updated_at = now();
+  perform cajex_private.write_audit('branding.logo_changed', 'workspace',
+                                    (select cajex.current_workspace_id())::text,
+                                    jsonb_build_object('sha256', v_sha, 'type', p_type));
+  return v_sha;
+end;
+$$;
+
+create or replace function cajex.remove_logo()
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform cajex_private.require_permission('branding.change');
+  update cajex.workspace_branding b
+  set logo = null, logo_type = null, logo_width = null, logo_height = null, logo_sha256 = null,
+      updated_by = (select cajex.current_user_id()), updated_at = now()
+  where b.workspace_id = (select cajex.current_workspace_id());
+  perform cajex_private.write_audit('branding.logo_removed', 'workspace',
+                                    (select cajex.current_workspace_id())::text);
+end;
+$$;
+
+-- What anyone may see of a workspace's branding: its sign-in page and its
+-- emails show it before anyone signs in. Colours, name and logo only.
+create or replace function cajex.public_branding(p_slug text)
+returns table (workspace_id uuid, slug text, name text, primary_colour text, accent_colour text,
+               logo_type text, logo_sha256 text, updated_at timestamptz)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select w.id, w.slug, w.name, b.primary_colour, b.accent_colour, b.logo_type, b.logo_sha256, b.updated_at
+  from cajex.workspaces w
+  left join cajex.workspace_branding b on b.workspace_id = w.id
+  where w.slug = p_slug and w.status = 'active';
+$$;
+alter function cajex.public_branding(text) owner to cajex_definer;
+
+create or replace function cajex.public_branding_by_id(p_workspace_id uuid)
+returns table (workspace_id uuid, slug text, name text, primary_colour text, accent_colour text,
+               logo_type text, logo_sha256 text, updated_at timestamptz)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select w.id, w.slug, w.name, b.primary_colour, b.accent_colour, b.logo_type, b.logo_sha256, b.updated_at
+  from cajex.workspaces w
+  left join cajex.workspace_branding b on b.workspace_id = w.id
+  where w.id = p_workspace_id and w.status = 'active';
+$$;
+alter function cajex.public_branding_by_id(uuid) owner to cajex_definer;
+
+create or replace function cajex.public_logo(p_slug text)
+returns table (logo bytea, logo_type text, logo_sha256 text)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select b.logo, b.logo_type, b.logo_sha256
+  from cajex.workspaces w
+  join cajex.workspace_branding b on b.workspace_id = w.id
+  where w.slug = p_slug and w.status = 'active' and b.logo is not null;
+$$;
+alter function cajex.public_logo(text) owner to cajex_definer;
+
+--------------------------------------------------------------------------------
+-- Moving projects between two workspaces of one organisation. The caller
+-- acts in the source workspace's context and must be admin or owner of both
+-- (checked against memberships here: the context covers one workspace
+-- only). Projects move with the rows of other tables that reference them by
+-- (workspace_id, project_id), in one transaction; an audit event is written
+-- in each workspace. Rows that reference those related rows in turn are not
+-- followed: such a move fails as a whole and changes nothing.
+create or replace function cajex.move_projects(p_target_slug text, p_project_ids uuid[])
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user uuid := (select cajex.current_user_id());
+  v_source uuid := (select cajex.current_workspace_id());
+  v_target cajex.workspaces;
+  v_ids uuid[];
+  v_count integer;
+  v_fk record;
+begin
+  if v_user is null or v_source is null then
+    raise exception 'no workspace is open for this request' using errcode = 'CXNCX';
+  end if;
+  if p_project_ids is null or cardinality(p_project_ids) = 0 or cardinality(p_project_ids) > 1000 then
+    raise exception 'choose 1 to 1000 projects' using errcode = 'CXINV', detail = 'projects';
+  end if;
+  select w.* into v_target from cajex.workspaces w
+  where w.slug = p_target_slug and w.status = 'active'
+    and w.organisation_id = (select s.organisation_id from cajex.workspaces s where s.id = v_source)
+    and w.id <> v_source;
+  -- Admin or owner in both, read from memberships (locked, so a concurrent
+  -- removal waits for the move or the move sees it).
+  if v_target.id is null or (
+       select count(*) from cajex.memberships m
+       where m.user_id = v_user and m.status = 'active' and m.role in ('owner', 'admin')
+         and m.workspace_id in (v_source, v_target.id)) <> 2 then
+    raise exception 'no workspace of this organisation where you are an admin has that address'
+      using errcode = 'CXNFD', detail = 'target';
+  end if;
+  perform from cajex.workspaces w where w.id in (v_source, v_target.id) order by w.id for update;
+  select array_agg(p.id order by p.id) into v_ids
+  from cajex.projects p
+  where p.workspace_id = v_source and p.id = any (p_project_ids);
+  if v_ids is null or cardinality(v_ids) <> cardinality(array(select distinct unnest(p_project_ids))) then
+    raise exception 'some projects are not in this workspace' using errcode = 'CXNFD', detail = 'projects';
+  end if;
+  perform from cajex.projects p where p.workspace_id = v_source and p.id = any (v_ids) for update;
+  insert into cajex.projects (workspace_id, id, name, description, tags, status, created_by, created_at, updated_at)
+  select v_target.id, p.id, p.name, p.description, p.tags, p.status, p.created_by, p.created_at, now()
+  from cajex.projects p where p.workspace_id = v_source and p.id = any (v_ids);
+  -- Related rows: every table with a foreign key (workspace_id, x) to projects.
+  for v_fk in
+    select c.conrelid::regclass as child, a.attname as col
+    from pg_catalog.pg_constraint c
+    join pg_catalog.pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[2]
+    join pg_catalog.pg_attribute a1 on a1.attrelid = c.conrelid and a1.attnum = c.conkey[1]
+    where c.contype = 'f' and c.confrelid = 'cajex.projects'::regclass
+      and cardinality(c.conkey) = 2 and a1.attname = 'workspace_id'
+  loop
+    execute format('update %s set workspace_id = $1 where workspace_id = $2 and %I = any ($3)',
+                   v_fk.child, v_fk.col)
+      using v_target.id, v_source, v_ids;
+  end loop;
+  delete from cajex.projects p where p.workspace_id = v_source and p.id = any (v_ids);
+  get diagnostics v_count = row_count;
+  insert into cajex.audit_log (workspace_id, actor_user_id, actor, action, target_type, target_id, details)
+  values
+    (v_source, v_user, 'user', 'project.moved_out', 'workspace', v_target.id::text,
+     jsonb_build_object('projects', to_jsonb(v_ids), 'to', v_target.slug)),
+    (v_target.id, v_user, 'user', 'project.moved_in', 'workspace', v_source::text,
+     jsonb_build_object('projects', to_jsonb(v_ids),
+                        'from', (select s.slug from cajex.workspaces s where s.id = v_source)));
+  return v_count;
+end;
+$$;
+alter function cajex.move_projects(text, uuid[]) owner to cajex_definer;

@@ -1,0 +1,521 @@
+"""Members in SQL: the permission matrix cell by cell, invitations (with the
+hostile cases), roles, removal, leaving, ownership and moving projects. Each
+allow sits beside a deny from another workspace."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cajex import members
+from cajex.members import ALL_ROLES
+
+ROOT = Path(__file__).resolve().parents[2]
+PUBLIC = "http://cajex.test"
+
+
+@contextlib.contextmanager
+def raises_sql(sqlstate: str):
+    """Expect a database error with this SQLSTATE."""
+    with pytest.raises(psycopg.Error) as info:
+        yield info
+    assert info.value.sqlstate == sqlstate, (info.value.sqlstate, str(info.value))
+
+
+def invite(conn, slug, email, role="member"):
+    token, digest = members.new_token()
+    row = conn.execute(
+        "select * from cajex.invite_member(%s, %s, %s, %s)",
+        (email, role, digest, members.accept_link(PUBLIC, slug, token)),
+    ).fetchone()
+    return token, row
+
+
+def accept(world, user, slug, token):
+    with world.as_user(user) as (conn, _):
+        return conn.execute(
+            "select * from cajex.accept_invitation(%s, %s)", (slug, members.token_hash(token))
+        ).fetchone()
+
+
+# -- the matrix -----------------------------------------------------------------
+
+EXPECTED = {
+    "project.read": {"owner", "admin", "member", "viewer", "system"},
+    "project.write": {"owner", "admin", "member", "system"},
+    "member.read": {"owner", "admin", "member", "viewer", "system"},
+    "member.invite": {"owner", "admin", "system"},
+    "member.change_role": {"owner", "admin", "system"},
+    "member.remove": {"owner", "admin", "system"},
+    "ownership.transfer": {"owner"},
+    "branding.change": {"owner", "admin"},
+    "billing.manage": {"owner", "system"},
+    "billing.read": {"owner", "admin", "system"},
+    "ai.configure": {"owner", "admin"},
+    "ai.use": {"owner", "admin", "member", "system"},
+    "sso.configure": {"owner", "admin"},
+    "scim.configure": {"owner", "admin"},
+    "export.request": {"owner", "admin"},
+    "audit.read": {"owner", "admin", "system"},
+    "workspace.settings": {"owner", "admin"},
+    "workspace.delete": {"owner"},
+}
+CELLS = [(p, r) for p in sorted(EXPECTED) for r in ALL_ROLES]
+
+
+@pytest.fixture
+def staffed(world):
+    """A workspace with one member of every role, and a second workspace."""
+    ws = world.workspace(plan="pro")
+    people = {"owner": ws.owner}
+    for role in ("admin", "member", "viewer"):
+        people[role] = world.member(ws, role=role)
+    other = world.workspace(plan="pro")
+    return ws, people, other
+
+
+def _check(world, staffed, permission, role):
+    """What cajex_private.require_permission answers for `role` (run as the
+    superuser, which may call the private function, inside that role's
+    verified context); cajex.has_permission, which policies use, must agree."""
+    ws, people, other = staffed
+    conn = staffed_conn(world)
+    ctx = world.as_job(ws, conn=conn) if role == "system" else world.as_user(people[role], ws, conn=conn)
+    with ctx as (c, opened):
+        assert opened.workspace_id == ws.id
+        has = c.execute("select cajex.has_permission(%s) as ok", (permission,)).fetchone()["ok"]
+        try:
+            with c.transaction():
+                c.execute("select cajex_private.require_permission(%s)", (permission,))
+            allowed = True
+        except psycopg.Error as exc:
+            if exc.sqlstate != "CXFBD":
+                raise
+            allowed = False
+    assert has == allowed
+    return allowed
+
+
+def staffed_conn(world):
+    if not hasattr(world, "_members_superuser"):
+        from psycopg.rows import dict_row
+
+        world._members_superuser = psycopg.connect(world.admin_url, row_factory=dict_row)
+    return world._members_superuser
+
+
+@pytest.mark.parametrize("permission,role", CELLS, ids=[f"{p}-{r}" for p, r in CELLS])
+def test_permission_matrix_cell(world, staffed, permission, role):
+    # Checked as that role through the SQL function the business functions use.
+    expected = role in EXPECTED[permission]
+    if role == "system" and permission.split(".")[0] in ("sso", "scim", "export", "ai"):
+        with world.as_user(world.user()) as (conn, _):
+            expected = role in members.permission_matrix(conn)[1][permission]
+    assert _check(world, staffed, permission, role) == expected
+
+
+def test_the_core_rows_of_the_matrix_are_as_documented(world):
+    with world.as_user(world.user()) as (conn, _):
+        _, matrix = members.permission_matrix(conn)
+    for permission, roles in EXPECTED.items():
+        # Other areas may let their jobs ('system') do more; people's roles are fixed.
+        assert matrix[permission] - {"system"} == roles - {"system"}, permission
+
+
+def test_every_row_of_the_table_is_what_the_check_answers(world, staffed):
+    """The permissions other areas add are covered too, cell by cell."""
+    with world.as_user(world.user()) as (conn, _):
+        permissions, matrix = members.permission_matrix(conn)
+    for permission in permissions:
+        for role in ALL_ROLES:
+            assert _check(world, staffed, permission, role) == (role in matrix[permission]), (
+                permission, role)
+
+
+def test_permissions_doc_matches_the_table(world):
+    with world.as_user(world.user()) as (conn, _):
+        text = members.render_permissions_doc(conn)
+    committed = (ROOT / "docs" / "permissions.md").read_text()
+    assert committed == text, "run: cajex members permissions-doc"
+
+
+def test_a_role_in_one_workspace_grants_nothing_in_another(world, staffed):
+    ws, people, other = staffed
+    with world.as_user(people["admin"], other) as (conn, opened):
+        assert opened.workspace_id is None
+        with raises_sql("CXNCX"):
+            invite(conn, ws.slug, "sneaky@example.test")
+
+
+# -- invitations ------------------------------------------------------------------
+
+
+def test_invite_and_accept(world):
+    ws = world.workspace()
+    newcomer = world.user()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        token, row = invite(conn, ws.slug, newcomer.email.upper(), "viewer")
+        assert row["outcome"] == "invited"
+        stored = conn.execute("select email, token_hash, status from cajex.invitations").fetchone()
+        outbox = conn.execute("select kind, payload from cajex.outbox where kind = 'email.send'").fetchone()
+    assert stored["email"] == newcomer.email and stored["token_hash"] == members.token_hash(token)
+    assert token.encode() not in bytes(stored["token_hash"])
+    assert outbox["payload"]["template"] == "invitation"
+    assert outbox["payload"]["to"] == newcomer.email
+    assert outbox["payload"]["params"]["accept_url"].startswith(f"{PUBLIC}/w/{ws.slug}/join/")
+    accepted = accept(world, newcomer, ws.slug, token)
+    assert accepted["role"] == "viewer"
+    with world.as_user(newcomer, ws) as (conn, opened):
+        assert opened.role == "viewer"
+
+
+def test_invitations_are_invisible_from_another_workspace(world):
+    a, b = world.workspace(), world.workspace()
+    with world.as_user(a.owner, a) as (conn, _):
+        invite(conn, a.slug, "someone@example.test")
+    with world.as_user(b.owner, b) as (conn, _):
+        assert conn.execute("select count(*) as n from cajex.invitations").fetchone()["n"] == 0
+
+
+def test_member_cannot_invite_and_viewer_cannot_read_invitations(world):
+    ws = world.workspace()
+    member = world.member(ws, role="member")
+    with world.as_user(ws.owner, ws) as (conn, _):
+        invite(conn, ws.slug, "x@example.test")
+    with world.as_user(member, ws) as (conn, _):
+        with raises_sql("CXFBD"):
+            invite(conn, ws.slug, "y@example.test")
+    with world.as_user(member, ws) as (conn, _):
+        assert conn.execute("select count(*) as n from cajex.invitations").fetchone()["n"] == 0
+
+
+def test_already_member_and_already_invited_say_so(world):
+    ws = world.workspace()
+    existing = world.member(ws)
+    with world.as_user(ws.owner, ws) as (conn, _):
+        assert invite(conn, ws.slug, existing.email)[1]["outcome"] == "already_member"
+        assert invite(conn, ws.slug, "new@example.test")[1]["outcome"] == "invited"
+        assert invite(conn, ws.slug, "NEW@example.test")[1]["outcome"] == "already_invited"
+        assert invite(conn, ws.slug, "not an address")[1]["outcome"] == "invalid_address"
+        assert invite(conn, ws.slug, "ok@example.test", "owner")[1]["outcome"] == "invalid_role"
+        assert conn.execute("select count(*) as n from cajex.invitations").fetchone()["n"] == 1
+
+
+def test_seat_limit_before_sending_and_at_acceptance(world):
+    ws = world.workspace(plan="free")  # 3 seats: the owner holds one
+    with world.as_user(ws.owner, ws) as (conn, _):
+        t1, r1 = invite(conn, ws.slug, "a@example.test")
+        _, r2 = invite(conn, ws.slug, "b@example.test")
+        _, r3 = invite(conn, ws.slug, "c@example.test")
+    assert [r1["outcome"], r2["outcome"], r3["outcome"]] == ["invited", "invited", "over_seat_limit"]
+    # Seats fill up behind the invitation's back: acceptance checks again.
+    world.member(ws)
+    world.member(ws)
+    a = world.user("a@example.test")
+    with raises_sql("CXPLN"):
+        accept(world, a, ws.slug, t1)
+
+
+def test_token_is_single_use(world):
+    ws = world.workspace()
+    newcomer = world.user()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        token, _ = invite(conn, ws.slug, newcomer.email)
+    accept(world, newcomer, ws.slug, token)
+    with raises_sql("CXEXP"):
+        accept(world, newcomer, ws.slug, token)
+
+
+def test_expired_token_is_refused(world):
+    ws = world.workspace()
+    newcomer = world.user()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        token, row = invite(conn, ws.slug, newcomer.email)
+    world.admin.execute(
+        "update cajex.invitations set expires_at = now() - interval '1 minute' where id = %s",
+        (row["invitation_id"],),
+    )
+    with raises_sql("CXEXP"):
+        accept(world, newcomer, ws.slug, token)
+
+
+def test_default_expiry_is_seven_days(world):
+    ws = world.workspace()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        invite(conn, ws.slug, "week@example.test")
+        row = conn.execute("select expires_at - created_at as ttl from cajex.invitations").fetchone()
+    assert row["ttl"] == dt.timedelta(days=7)
+
+
+def test_revoked_token_is_refused(world):
+    ws = world.workspace()
+    newcomer = world.user()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        token, row = invite(conn, ws.slug, newcomer.email)
+        conn.execute("select cajex.revoke_invitation(%s)", (row["invitation_id"],))
+    with raises_sql("CXEXP"):
+        accept(world, newcomer, ws.slug, token)
+
+
+def test_revoke_from_another_workspace_finds_nothing(world):
+    a, b = world.workspace(), world.workspace()
+    with world.as_user(a.owner, a) as (conn, _):
+        _, row = invite(conn, a.slug, "v@example.test")
+    with world.as_user(b.owner, b) as (conn, _):
+        with raises_sql("CXNFD"):
+            conn.execute("select cajex.revoke_invitation(%s)", (row["invitation_id"],))
+
+
+def test_other_workspace_token_is_refused(world):
+    a, b = world.workspace(), world.workspace()
+    newcomer = world.user()
+    with world.as_user(a.owner, a) as (conn, _):
+        token, _ = invite(conn, a.slug, newcomer.email)
+    with raises_sql("CXNFD"):
+        accept(world, newcomer, b.slug, token)
+    with world.as_user(newcomer, b) as (_, opened):
+        assert opened.workspace_id is None
+
+
+def test_accepting_as_a_different_email_is_refused(world):
+    ws = world.workspace()
+    invited, intruder = world.user(), world.user()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        token, _ = invite(conn, ws.slug, invited.email)
+    with raises_sql("CXFBD"):
+        accept(world, intruder, ws.slug, token)
+    # The invitation is still good for the right person.
+    assert accept(world, invited, ws.slug, token)["role"] == "member"
+
+
+def test_resend_kills_the_old_token(world):
+    ws = world.workspace()
+    newcomer = world.user()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        old, row = invite(conn, ws.slug, newcomer.email)
+        new, digest = members.new_token()
+        conn.execute(
+            "select cajex.resend_invitation(%s, %s, %s)",
+            (row["invitation_id"], digest, members.accept_link(PUBLIC, ws.slug, new)),
+        )
+        emails = conn.execute("select count(*) as n from cajex.outbox where kind = 'email.send'").fetchone()
+    assert emails["n"] == 2
+    with raises_sql("CXEXP"):
+        accept(world, newcomer, ws.slug, old)
+    assert accept(world, newcomer, ws.slug, new)["role"] == "member"
+
+
+def test_decline(world):
+    ws = world.workspace()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        token, _ = invite(conn, ws.slug, "no@example.test")
+    world.conn.execute("select cajex.decline_invitation(%s, %s)", (ws.slug, members.token_hash(token)))
+    world.conn.commit()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        assert conn.execute("select status from cajex.invitations").fetchone()["status"] == "declined"
+
+
+def test_bulk_mixed_rows(world):
+    ws = world.workspace(plan="basic")  # 10 seats
+    existing = world.member(ws)
+    rows = [members.BulkRow(i + 1, e, r) for i, (e, r) in enumerate([
+        ("one@example.test", "member"),
+        (existing.email, "member"),
+        ("broken", "member"),
+        ("two@example.test", "boss"),
+        ("=HYPERLINK(\"x\")@example.test", "viewer"),
+    ] + [(f"n{i}@example.test", "viewer") for i in range(12)])]
+    with world.as_user(ws.owner, ws) as (conn, _):
+        results = members.invite_rows(conn, PUBLIC, ws.slug, rows)
+        sent = conn.execute("select count(*) as n from cajex.outbox where kind = 'email.send'").fetchone()["n"]
+    outcomes = [r["outcome"] for r in results]
+    assert outcomes[:4] == ["invited", "already_member", "invalid_address", "invalid_role"]
+    assert outcomes.count("over_seat_limit") > 0
+    assert sent == outcomes.count("invited") == 10 - 2  # owner and existing hold two seats
+
+
+# -- roles, removal, leaving --------------------------------------------------------
+
+
+def test_change_role_and_cross_workspace_deny(world):
+    a, b = world.workspace(), world.workspace()
+    m = world.member(a)
+    with world.as_user(a.owner, a) as (conn, _):
+        conn.execute("select cajex.change_member_role(%s, 'viewer')", (m.id,))
+    with world.as_user(m, a) as (_, opened):
+        assert opened.role == "viewer"
+    with world.as_user(b.owner, b) as (conn, _):
+        with raises_sql("CXNFD"):
+            conn.execute("select cajex.change_member_role(%s, 'member')", (m.id,))
+
+
+def test_admin_cannot_promote_to_admin_or_touch_the_owner(world):
+    ws = world.workspace()
+    admin, m = world.member(ws, role="admin"), world.member(ws)
+    with world.as_user(admin, ws) as (conn, _):
+        with raises_sql("CXFBD"):
+            conn.execute("select cajex.change_member_role(%s, 'admin')", (m.id,))
+    with world.as_user(admin, ws) as (conn, _):
+        with raises_sql("CXOWN"):
+            conn.execute("select cajex.change_member_role(%s, 'viewer')", (ws.owner.id,))
+    with world.as_user(admin, ws) as (conn, _):
+        with raises_sql("CXINV"):
+            conn.execute("select cajex.change_member_role(%s, 'owner')", (m.id,))
+
+
+def test_remove_member_ends_their_access_and_sso_sessions(world):
+    ws = world.workspace(plan="enterprise")
+    m = world.member(ws)
+    sso_sid = world.admin.execute(
+        "select cajex_private.create_session(%s, %s, 'saml', p_sso_workspace_id => %s) as id",
+        (m.id, b"\x01" * 32, ws.id),
+    ).fetchone()["id"]
+    with world.as_user(ws.owner, ws) as (conn, _):
+        conn.execute("select cajex.remove_member(%s)", (m.id,))
+        audit = conn.execute("select action from cajex.audit_log where action = 'member.removed'").fetchall()
+    assert audit
+    with world.as_user(m, ws) as (_, opened):
+        assert opened.workspace_id is None
+    revoked = world.admin.execute("select revoked_at from cajex.sessions where id = %s", (sso_sid,)).fetchone()
+    assert revoked["revoked_at"] is not None
+    # The global session lives on (it opens the user's other workspaces).
+    live = world.admin.execute("select revoked_at from cajex.sessions where id = %s", (m.session_id,)).fetchone()
+    assert live["revoked_at"] is None
+
+
+def test_remove_from_another_workspace_finds_nothing(world):
+    a, b = world.workspace(), world.workspace()
+    m = world.member(a)
+    with world.as_user(b.owner, b) as (conn, _):
+        with raises_sql("CXNFD"):
+            conn.execute("select cajex.remove_member(%s)", (m.id,))
+    with world.as_user(m, a) as (_, opened):
+        assert opened.workspace_id == a.id
+
+
+def test_owner_cannot_leave_or_be_removed(world):
+    ws = world.workspace()
+    admin = world.member(ws, role="admin")
+    with world.as_user(ws.owner, ws) as (conn, _):
+        with raises_sql("CXOWN"):
+            conn.execute("select cajex.leave_workspace()")
+    with world.as_user(admin, ws) as (conn, _):
+        with raises_sql("CXOWN"):
+            conn.execute("select cajex.remove_member(%s)", (ws.owner.id,))
+
+
+def test_member_leaves(world):
+    ws = world.workspace()
+    m = world.member(ws)
+    with world.as_user(m, ws) as (conn, _):
+        conn.execute("select cajex.leave_workspace()")
+    with world.as_user(m, ws) as (_, opened):
+        assert opened.workspace_id is None
+    with world.as_user(ws.owner, ws) as (conn, _):
+        assert conn.execute("select count(*) as n from cajex.audit_log where action = 'member.left'").fetchone()["n"] == 1
+
+
+# -- ownership -------------------------------------------------------------------
+
+
+def owners(world, ws):
+    return [r["user_id"] for r in world.admin.execute(
+        "select user_id from cajex.memberships where workspace_id = %s and role = 'owner'", (ws.id,))]
+
+
+def test_transfer_ownership(world):
+    ws = world.workspace()
+    heir = world.member(ws)
+    with world.as_user(ws.owner, ws) as (conn, _):
+        conn.execute("select cajex.transfer_ownership(%s)", (heir.id,))
+    assert owners(world, ws) == [heir.id]
+    with world.as_user(ws.owner, ws) as (_, opened):
+        assert opened.role == "admin"
+
+
+def test_transfer_needs_an_active_member_of_this_workspace(world):
+    a, b = world.workspace(), world.workspace()
+    outsider = world.member(b)
+    with world.as_user(a.owner, a) as (conn, _):
+        with raises_sql("CXNFD"):
+            conn.execute("select cajex.transfer_ownership(%s)", (outsider.id,))
+    admin = world.member(a, role="admin")
+    with world.as_user(admin, a) as (conn, _):
+        with raises_sql("CXFBD"):
+            conn.execute("select cajex.transfer_ownership(%s)", (admin.id,))
+    assert owners(world, a) == [a.owner.id]
+
+
+def test_concurrent_transfers_leave_exactly_one_owner(world):
+    ws = world.workspace(plan="pro")
+    heirs = [world.member(ws) for _ in range(4)]
+    barrier = threading.Barrier(len(heirs))
+    outcomes: list[str] = []
+
+    def attempt(heir):
+        conn = world.app_connection()
+        try:
+            barrier.wait()
+            with world.as_user(ws.owner, ws, conn=conn) as (c, _):
+                c.execute("select cajex.transfer_ownership(%s)", (heir.id,))
+            outcomes.append("ok")
+        except psycopg.Error as exc:
+            outcomes.append(exc.sqlstate or "error")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=attempt, args=(h,)) for h in heirs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 1, outcomes
+    assert len(owners(world, ws)) == 1
+    assert owners(world, ws)[0] in {h.id for h in heirs}
+
+
+# -- moving projects ---------------------------------------------------------------
+
+
+def test_move_projects_between_workspaces_of_an_organisation(world):
+    src = world.workspace(plan="pro")
+    dst = world.workspace(owner=src.owner, plan="pro", organisation_id=src.organisation_id)
+    member = world.member(src)
+    p1, p2, keep = world.project(src), world.project(src), world.project(src)
+    with world.as_user(src.owner, src) as (conn, _):
+        moved = conn.execute(
+            "select cajex.move_projects(%s, %s) as n", (dst.slug, [p1["id"], p2["id"]])
+        ).fetchone()["n"]
+    assert moved == 2
+    with world.as_user(member, src) as (conn, _):
+        names = {r["name"] for r in conn.execute("select name from cajex.projects")}
+    assert names == {keep["name"]}
+    with world.as_user(src.owner, dst) as (conn, _):
+        assert {r["name"] for r in conn.execute("select name from cajex.projects")} == {p1["name"], p2["name"]}
+        assert conn.execute("select count(*) as n from cajex.audit_log where action = 'project.moved_in'").fetchone()["n"] == 1
+    with world.as_user(src.owner, src) as (conn, _):
+        assert conn.execute("select count(*) as n from cajex.audit_log where action = 'project.moved_out'").fetchone()["n"] == 1
+
+
+def test_move_needs_admin_in_both_and_same_organisation(world):
+    src = world.workspace(plan="pro")
+    foreign = world.workspace(plan="pro")  # another organisation, not the caller's
+    sibling = world.workspace(plan="pro", organisation_id=src.organisation_id, owner=src.owner)
+    member_there = world.member(sibling)
+    world.member(src, member_there, role="admin")
+    p = world.project(src)
+    with world.as_user(src.owner, src) as (conn, _):
+        with raises_sql("CXNFD"):
+            conn.execute("select cajex.move_projects(%s, %s)", (foreign.slug, [p["id"]]))
+    with world.as_user(member_there, src) as (conn, _):
+        with raises_sql("CXNFD"):
+            conn.execute("select cajex.move_projects(%s, %s)", (sibling.slug, [p["id"]]))
+    other = world.project(foreign)
+    with world.as_user(src.owner, src) as (conn, _):
+        with raises_sql("CXNFD"):
+            conn.execute("select cajex.move_projects(%s, %s)", (sibling.slug, [other["id"]]))
