@@ -15,10 +15,15 @@ or as_service): the data key rows are read through RLS, and `encrypt`
 creates the workspace's first data key on demand (permission
 `secrets.write`: owners, admins and jobs). `table` is the schema-qualified
 table, `column` the bytea column, `row_id` the text values of the columns
-registered as the row's key (besides workspace_id), joined by '/'. Register
-every encrypted column once in a migration::
+registered as the row's key, joined by '/'. Register every encrypted column
+once in a versioned migration (functions are applied after those, hence the
+plain insert; cajex_private.register_encrypted_column does the same, checked,
+from a repeatable file)::
 
-    select cajex_private.register_encrypted_column('cajex.t', 'secret', '{id}');
+    alter table cajex_private.encrypted_columns no force row level security;
+    insert into cajex_private.encrypted_columns (table_name, column_name, key_columns)
+    values ('cajex.t', 'secret', '{id}') on conflict do nothing;
+    alter table cajex_private.encrypted_columns force row level security;
 
 so that data key rotation can find it (its table needs an update policy for
 the context, as every writable table has).

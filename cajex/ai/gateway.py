@@ -1,0 +1,174 @@
+"""The one way cajex calls an AI provider.
+
+Contract: `Gateway(master).complete(tx, workspace_id, task, prompt)` returns
+an `AIResult` or raises `cajex.errors.AppError` with a stable code:
+
+* `plan_feature` (402): the workspace's plan, or billing, does not allow AI;
+* `ai_off` / `ai_not_configured` (409): switched off, or no API key;
+* `quota_exceeded` (429): the period's (or the task's) budget cannot cover
+  the call; the admins were told once this period;
+* `ai_timeout` (504), `ai_provider_busy` (503), `ai_provider_error` (502):
+  the provider failed; the reservation was returned.
+
+`tx()` returns a context manager for one transaction in the workspace's
+verified context (cajex.db.in_context or as_service; it may yield a
+connection or a (connection, opened) pair). The gateway uses two short
+transactions and never holds one open across the provider call:
+
+1. reserve (cajex_private.ai_reserve): refuse at once when AI is off or not
+   on the plan, and no key is decrypted then; otherwise one conditional
+   update takes the estimated input plus the answer limit from the budget
+   (concurrent calls can never overspend), and the sealed key is opened;
+2. call the provider with its official client (cajex.ai.providers);
+3. settle (cajex_private.ai_settle): record actual input and output tokens
+   by workspace, model, task and day and return the unused reservation; a
+   failed call returns all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+
+from cajex import crypto, log
+from cajex.ai import providers as providers_mod
+from cajex.errors import AppError
+
+_log = log.get("cajex.ai")
+
+TABLE, COLUMN = "cajex.ai_settings", "api_key"
+
+_REFUSALS = {
+    "plan": (402, "plan_feature", "AI is not included in this workspace's plan right now."),
+    "off": (409, "ai_off", "AI is switched off for this workspace."),
+    "unconfigured": (409, "ai_not_configured",
+                     "AI is not set up for this workspace yet: an admin adds the provider's API key."),
+}
+
+_PROVIDER_ERRORS = {
+    "timeout": (504, "ai_timeout", "The AI provider did not answer in time. Nothing was charged."),
+    "rate_limited": (503, "ai_provider_busy",
+                     "The AI provider is rate limiting this workspace. Try again shortly."),
+    "auth": (502, "ai_provider_auth", "The AI provider refused the workspace's API key."),
+    "failed": (502, "ai_provider_error", "The AI provider failed. Nothing was charged."),
+    "bad_answer": (502, "ai_provider_error", "The AI provider sent an answer cajex cannot read."),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AIResult:
+    text: str
+    task: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    reserved_tokens: int
+    truncated: bool
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def as_json(self) -> dict:
+        return {"text": self.text, "task": self.task, "provider": self.provider, "model": self.model,
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "total_tokens": self.total_tokens, "truncated": self.truncated}
+
+
+def estimate_input_tokens(*texts: str) -> int:
+    """A generous input estimate: tokens are at least about two bytes of UTF-8."""
+    return sum(len(t.encode()) for t in texts) // 2 + 64
+
+
+def _conn(value):
+    return value[0] if isinstance(value, tuple) else value
+
+
+class Gateway:
+    """Reserve, call, settle. `providers` maps a provider name to an adapter."""
+
+    def __init__(self, master, providers: dict[str, Callable] | None = None):
+        self.master = master
+        self.providers = dict(providers_mod.DEFAULT if providers is None else providers)
+
+    def complete(self, tx: Callable[[], contextlib.AbstractContextManager], workspace_id, task: str,
+                 prompt: str, *, system: str = "You are a concise assistant.") -> AIResult:
+        started = time.perf_counter()
+        with tx() as value:
+            conn = _conn(value)
+            row = conn.execute(
+                "select * from cajex_private.ai_reserve(%s, %s)",
+                (task, estimate_input_tokens(system, prompt))).fetchone()
+            status = row["status"]
+            if status == "ok":
+                try:
+                    api_key = crypto.decrypt(conn, self.master, workspace_id, TABLE, COLUMN,
+                                             str(workspace_id), bytes(row["api_key"])).decode()
+                except crypto.CryptoError:
+                    api_key = None
+        if status != "ok":
+            _log.info("ai.refused", workspace_id=str(workspace_id), task=task, reason=status)
+            if status == "budget":
+                raise AppError(
+                    429, "quota_exceeded",
+                    f"This workspace's AI budget for this {row['period']} is spent "
+                    f"({row['used_tokens'] or 0} of {row['limit_tokens']} tokens): AI is paused "
+                    "until the next period or until an admin raises the budget.")
+            raise AppError(*_REFUSALS[status])
+
+        reservation = row["reservation_id"]
+        reserved = int(row["reserved_tokens"])
+        if api_key is None:
+            self._settle(tx, reservation, row["model"], 0, 0, failed=True)
+            _log.warning("ai.key_unreadable", workspace_id=str(workspace_id))
+            raise AppError(409, "ai_not_configured",
+                           "The workspace's AI key cannot be read: an admin enters it again.")
+        request = providers_mod.Request(
+            provider=row["provider"], model=row["model"], api_key=api_key,
+            base_url=row["base_url"], system=system, prompt=prompt,
+            max_output_tokens=int(row["max_output_tokens"]),
+            timeout_seconds=float(row["timeout_seconds"]))
+        del api_key
+        overhead = time.perf_counter() - started
+        call_started = time.perf_counter()
+        try:
+            answer = self.providers[request.provider](request)
+        except providers_mod.ProviderError as exc:
+            self._settle(tx, reservation, request.model, 0, 0, failed=True)
+            _log.warning("ai.provider_failed", workspace_id=str(workspace_id), task=task,
+                         provider=request.provider, kind=exc.kind, status=exc.status)
+            raise AppError(*_PROVIDER_ERRORS.get(exc.kind, _PROVIDER_ERRORS["failed"])) from None
+        except BaseException:
+            self._settle(tx, reservation, request.model, 0, 0, failed=True)
+            raise
+        provider_seconds = time.perf_counter() - call_started
+        settle_started = time.perf_counter()
+
+        # An over-long answer (more than the limit asked for) is cut to the
+        # limit's worth of text and charged no more than was reserved.
+        limit = request.max_output_tokens
+        text, truncated = answer.text, False
+        if answer.output_tokens > limit or len(text) > limit * 8:
+            text, truncated = text[: limit * 4], True
+        charged = self._settle(tx, reservation, answer.model or request.model,
+                               answer.input_tokens, answer.output_tokens, failed=False)
+        overhead += time.perf_counter() - settle_started
+        self.last_overhead_seconds = overhead
+        _log.info("ai.completed", workspace_id=str(workspace_id), task=task,
+                  provider=request.provider, model=request.model, input_tokens=charged[0],
+                  output_tokens=charged[1], reserved_tokens=reserved, truncated=truncated,
+                  provider_ms=round(provider_seconds * 1000, 1))
+        return AIResult(text, task, request.provider, answer.model or request.model, charged[0],
+                        charged[1], reserved, truncated)
+
+    @staticmethod
+    def _settle(tx, reservation, model: str, input_tokens: int, output_tokens: int,
+                failed: bool) -> tuple[int, int]:
+        with tx() as value:
+            row = _conn(value).execute(
+                "select * from cajex_private.ai_settle(%s, %s, %s, %s, %s)",
+                (reservation, model, input_tokens, output_tokens, failed)).fetchone()
+        return (int(row["input_tokens"]), int(row["output_tokens"])) if row else (0, 0)

@@ -1,0 +1,405 @@
+-- Per-workspace AI: settings, the budget (reserve before the provider call,
+-- settle after), the usage record. cajex/ai/gateway.py is the only caller
+-- of reserve and settle; the provider key is sealed and opened in Python.
+
+--------------------------------------------------------------------------------
+-- Settings (admins: ai.configure).
+
+-- p_changes holds only the fields to change: enabled, provider, model,
+-- base_url, budget_tokens, budget_period, task_budgets, max_output_tokens,
+-- timeout_seconds, clear_api_key. A new key comes sealed (p_api_key) with
+-- its last four characters.
+create or replace function cajex.ai_update_settings(
+  p_changes jsonb,
+  p_api_key bytea default null,
+  p_api_key_last4 text default null
+)
+returns cajex.ai_settings
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_row cajex.ai_settings;
+  v_unknown text;
+  v_bad text;
+begin
+  perform cajex_private.require_permission('ai.configure');
+  if p_changes is null or jsonb_typeof(p_changes) <> 'object' then
+    raise exception 'changes must be an object' using errcode = 'CXINV';
+  end if;
+  select k into v_unknown from jsonb_object_keys(p_changes) k
+  where k not in ('enabled', 'provider', 'model', 'base_url', 'budget_tokens', 'budget_period',
+                  'task_budgets', 'max_output_tokens', 'timeout_seconds', 'clear_api_key')
+  limit 1;
+  if v_unknown is not null then
+    raise exception 'unknown field %', v_unknown using errcode = 'CXINV', detail = v_unknown;
+  end if;
+  select e.key into v_bad from jsonb_each(p_changes) e
+  where (e.key in ('enabled', 'clear_api_key') and jsonb_typeof(e.value) <> 'boolean')
+     or (e.key in ('provider', 'model', 'budget_period') and jsonb_typeof(e.value) <> 'string')
+     or (e.key = 'base_url' and jsonb_typeof(e.value) not in ('string', 'null'))
+     or (e.key in ('budget_tokens', 'max_output_tokens', 'timeout_seconds')
+         and (jsonb_typeof(e.value) <> 'number' or (e.value)::numeric <> trunc((e.value)::numeric)))
+     or (e.key = 'task_budgets' and jsonb_typeof(e.value) <> 'object')
+  limit 1;
+  if v_bad is not null then
+    raise exception 'field % has the wrong type', v_bad using errcode = 'CXINV', detail = v_bad;
+  end if;
+  if p_changes ? 'provider' and p_changes ->> 'provider' not in ('anthropic', 'openai', 'openai_compatible') then
+    raise exception 'the provider is anthropic, openai or openai_compatible'
+      using errcode = 'CXINV', detail = 'provider';
+  end if;
+  if p_changes ? 'model' and p_changes ->> 'model' !~ '^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$' then
+    raise exception 'a model name has 1 to 100 letters, digits and ._:/@-'
+      using errcode = 'CXINV', detail = 'model';
+  end if;
+  if nullif(p_changes ->> 'base_url', '') is not null
+     and (p_changes ->> 'base_url' !~ '^https?://[^\s]+$' or char_length(p_changes ->> 'base_url') > 300) then
+    raise exception 'the base URL is an http(s) URL of at most 300 characters'
+      using errcode = 'CXINV', detail = 'base_url';
+  end if;
+  if p_changes ? 'budget_period' and p_changes ->> 'budget_period' not in ('day', 'month') then
+    raise exception 'the budget period is day or month' using errcode = 'CXINV', detail = 'budget_period';
+  end if;
+  if (p_changes ->> 'budget_tokens')::numeric not between 0 and 1000000000000 then
+    raise exception 'the budget is 0 to 10^12 tokens' using errcode = 'CXINV', detail = 'budget_tokens';
+  end if;
+  if (p_changes ->> 'max_output_tokens')::numeric not between 16 and 32000 then
+    raise exception 'the answer limit is 16 to 32000 tokens' using errcode = 'CXINV', detail = 'max_output_tokens';
+  end if;
+  if (p_changes ->> 'timeout_seconds')::numeric not between 1 and 600 then
+    raise exception 'the timeout is 1 to 600 seconds' using errcode = 'CXINV', detail = 'timeout_seconds';
+  end if;
+  if p_changes ? 'task_budgets' and exists (
+       select from jsonb_each(p_changes -> 'task_budgets') e
+       where e.key !~ '^[a-z_]{1,40}$' or jsonb_typeof(e.value) <> 'number'
+          or (e.value)::numeric < 0 or (e.value)::numeric <> trunc((e.value)::numeric)) then
+    raise exception 'task budgets map task names (a-z, _) to whole token counts'
+      using errcode = 'CXINV', detail = 'task_budgets';
+  end if;
+  if p_api_key is not null and (octet_length(p_api_key) not between 18 and 4096
+                                or coalesce(char_length(p_api_key_last4), 99) > 8) then
+    raise exception 'a sealed API key and its last four characters are required'
+      using errcode = 'CXINV', detail = 'api_key';
+  end if;
+
+  insert into cajex.ai_settings (workspace_id) values (v_ws) on conflict do nothing;
+  select * into v_row from cajex.ai_settings s where s.workspace_id = v_ws for update;
+
+  update cajex.ai_settings s
+  set enabled = coalesce((p_changes ->> 'enabled')::boolean, s.enabled),
+      provider = coalesce(p_changes ->> 'provider', s.provider),
+      model = coalesce(p_changes ->> 'model', s.model),
+      base_url = case when p_changes ? 'base_url' then nullif(p_changes ->> 'base_url', '') else s.base_url end,
+      budget_tokens = coalesce((p_changes ->> 'budget_tokens')::bigint, s.budget_tokens),
+      budget_period = coalesce(p_changes ->> 'budget_period', s.budget_period),
+      task_budgets = coalesce(p_changes -> 'task_budgets', s.task_budgets),
+      max_output_tokens = coalesce((p_changes ->> 'max_output_tokens')::integer, s.max_output_tokens),
+      timeout_seconds = coalesce((p_changes ->> 'timeout_seconds')::integer, s.timeout_seconds),
+      api_key = case when coalesce((p_changes ->> 'clear_api_key')::boolean, false) then null
+                     else coalesce(p_api_key, s.api_key) end,
+      api_key_last4 = case when coalesce((p_changes ->> 'clear_api_key')::boolean, false) then null
+                           when p_api_key is not null then p_api_key_last4 else s.api_key_last4 end,
+      updated_at = now(),
+      updated_by = (select cajex.current_user_id())
+  where s.workspace_id = v_ws
+  returning * into v_row;
+
+  if v_row.provider = 'openai_compatible' and v_row.base_url is null then
+    raise exception 'an OpenAI-compatible provider needs its base URL'
+      using errcode = 'CXINV', detail = 'base_url';
+  end if;
+  if v_row.enabled and v_row.api_key is null then
+    raise exception 'AI needs the provider''s API key before it can be switched on'
+      using errcode = 'CXINV', detail = 'api_key';
+  end if;
+
+  perform cajex_private.write_audit('ai.settings_changed', 'ai_settings', v_ws::text,
+    jsonb_build_object(
+      'fields', (select coalesce(jsonb_agg(k order by k), '[]') from jsonb_object_keys(p_changes) k),
+      'api_key_changed', p_api_key is not null,
+      'enabled', v_row.enabled));
+  return v_row;
+end;
+$$;
+
+--------------------------------------------------------------------------------
+-- The budget.
+
+-- The token limit of this workspace's period: its own budget, capped by the
+-- plan's AI quota when billing defines one (cajex.plans.ai_monthly_tokens).
+create or replace function cajex_private.ai_period_limit(p_budget bigint)
+returns bigint
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select least(p_budget, coalesce((
+    select (to_jsonb(p) ->> 'ai_monthly_tokens')::bigint
+    from cajex.workspaces w join cajex.plans p on p.code = w.plan
+    where w.id = (select cajex.current_workspace_id())), p_budget));
+$$;
+
+create or replace function cajex_private.ai_period_start(p_period text)
+returns date
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select date_trunc(p_period, now() at time zone 'utc')::date;
+$$;
+
+-- Tell the workspace's owners and admins once per period that AI paused.
+create or replace function cajex_private.ai_notify_budget_spent(
+  p_period_start date,
+  p_period text,
+  p_limit bigint
+)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_member record;
+  v_slug text;
+begin
+  update cajex.ai_budget_counters c set notified_at = now()
+  where c.workspace_id = v_ws and c.period_start = p_period_start and c.scope = 'all'
+    and c.notified_at is null;
+  if not found then
+    return;
+  end if;
+  select w.slug into v_slug from cajex.workspaces w where w.id = v_ws;
+  for v_member in
+    select u.id, u.email from cajex.memberships m join cajex.users u on u.id = m.user_id
+    where m.workspace_id = v_ws and m.role in ('owner', 'admin') and m.status = 'active'
+  loop
+    perform cajex_private.enqueue_job('email.send', jsonb_build_object(
+      'template', 'ai_budget', 'to', v_member.email, 'workspace_id', v_ws,
+      'params', jsonb_build_object('workspace_slug', v_slug, 'period', p_period,
+                                   'period_start', p_period_start, 'budget_tokens', p_limit)),
+      'ai_budget:' || p_period_start || ':' || v_member.id);
+  end loop;
+  perform cajex_private.write_audit('ai.budget_spent', 'ai_settings', v_ws::text,
+    jsonb_build_object('period_start', p_period_start, 'budget_tokens', p_limit));
+end;
+$$;
+
+-- Take the call's tokens from the budget before a provider call: the
+-- estimated input (p_tokens) plus the settings' answer limit, since the
+-- answer is capped at that. Never raises for a
+-- business refusal (so a refusal's notice commits): status is
+--   ok            reserved; reservation_id and the provider settings are set
+--   plan          the plan (or billing) does not allow AI now
+--   off           AI is switched off for the workspace
+--   unconfigured  no API key
+--   budget        the period's (or the task's) budget cannot cover it
+-- The sealed API key is returned only with 'ok'.
+create or replace function cajex_private.ai_reserve(p_task text, p_tokens bigint)
+returns table (
+  status text,
+  reservation_id uuid,
+  provider text,
+  model text,
+  base_url text,
+  api_key bytea,
+  max_output_tokens integer,
+  timeout_seconds integer,
+  period text,
+  period_start date,
+  limit_tokens bigint,
+  used_tokens bigint,
+  reserved_tokens bigint
+)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_set cajex.ai_settings;
+  v_start date;
+  v_limit bigint;
+  v_task_limit bigint;
+  v_id uuid := gen_random_uuid();
+  v_used bigint;
+begin
+  perform cajex_private.require_permission('ai.use');
+  if p_task is null or p_task !~ '^[a-z_]{1,40}$' then
+    raise exception 'a task name has 1 to 40 letters a-z or _' using errcode = 'CXINV', detail = 'task';
+  end if;
+  if p_tokens is null or p_tokens not between 1 and 10000000 then
+    raise exception 'a reservation is 1 to 10^7 tokens' using errcode = 'CXINV', detail = 'tokens';
+  end if;
+  if not cajex.workspace_has_feature('ai') then
+    return query select 'plan'::text, null::uuid, null::text, null::text, null::text, null::bytea,
+      null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint;
+    return;
+  end if;
+  select * into v_set from cajex.ai_settings s where s.workspace_id = v_ws;
+  if not found or not v_set.enabled then
+    return query select 'off'::text, null::uuid, null::text, null::text, null::text, null::bytea,
+      null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint;
+    return;
+  end if;
+  if v_set.api_key is null then
+    return query select 'unconfigured'::text, null::uuid, null::text, null::text, null::text,
+      null::bytea, null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint;
+    return;
+  end if;
+
+  p_tokens := p_tokens + v_set.max_output_tokens;
+  v_start := cajex_private.ai_period_start(v_set.budget_period);
+  v_limit := cajex_private.ai_period_limit(v_set.budget_tokens);
+  v_task_limit := (v_set.task_budgets ->> p_task)::bigint;
+
+  -- The counters exist once per period and scope; creating them takes no
+  -- lock on an existing row.
+  if not exists (select from cajex.ai_budget_counters c
+                 where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all') then
+    insert into cajex.ai_budget_counters (workspace_id, period_start, scope)
+    values (v_ws, v_start, 'all') on conflict do nothing;
+  end if;
+  if v_task_limit is not null then
+    insert into cajex.ai_budget_counters (workspace_id, period_start, scope)
+    values (v_ws, v_start, 'task:' || p_task) on conflict do nothing;
+  end if;
+  insert into cajex.ai_reservations (workspace_id, id, period_start, task, task_scoped, tokens)
+  values (v_ws, v_id, v_start, p_task, v_task_limit is not null, p_tokens);
+
+  -- The reservation itself: one conditional update per scope. A concurrent
+  -- request waits for the row lock and then re-checks the condition against
+  -- the committed row, so the sum of reservations never passes the limit.
+  if v_task_limit is not null then
+    update cajex.ai_budget_counters c set reserved_tokens = c.reserved_tokens + p_tokens
+    where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'task:' || p_task
+      and c.used_tokens + c.reserved_tokens + p_tokens <= v_task_limit;
+    if not found then
+      delete from cajex.ai_reservations r where r.workspace_id = v_ws and r.id = v_id;
+      select c.used_tokens into v_used from cajex.ai_budget_counters c
+      where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'task:' || p_task;
+      return query select 'budget'::text, null::uuid, null::text, null::text, null::text, null::bytea,
+        null::integer, null::integer, v_set.budget_period, v_start, v_task_limit, v_used, null::bigint;
+      return;
+    end if;
+  end if;
+  update cajex.ai_budget_counters c set reserved_tokens = c.reserved_tokens + p_tokens
+  where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all'
+    and c.used_tokens + c.reserved_tokens + p_tokens <= v_limit
+  returning c.used_tokens into v_used;
+  if not found then
+    delete from cajex.ai_reservations r where r.workspace_id = v_ws and r.id = v_id;
+    if v_task_limit is not null then
+      update cajex.ai_budget_counters c set reserved_tokens = c.reserved_tokens - p_tokens
+      where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'task:' || p_task;
+    end if;
+    perform cajex_private.ai_notify_budget_spent(v_start, v_set.budget_period, v_limit);
+    select c.used_tokens into v_used from cajex.ai_budget_counters c
+    where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all';
+    return query select 'budget'::text, null::uuid, null::text, null::text, null::text, null::bytea,
+      null::integer, null::integer, v_set.budget_period, v_start, v_limit, v_used, null::bigint;
+    return;
+  end if;
+  return query select 'ok'::text, v_id, v_set.provider, v_set.model, v_set.base_url, v_set.api_key,
+    v_set.max_output_tokens, v_set.timeout_seconds, v_set.budget_period, v_start, v_limit, v_used,
+    p_tokens;
+end;
+$$;
+
+-- Return a reservation: its tokens leave `reserved`, the actual tokens
+-- (never more than were reserved: the gateway caps each answer) join `used`
+-- and the usage record. A failed call records a failed request and no
+-- tokens. Settling an unknown or settled reservation does nothing.
+create or replace function cajex_private.ai_settle(
+  p_reservation_id uuid,
+  p_model text,
+  p_input_tokens bigint,
+  p_output_tokens bigint,
+  p_failed boolean default false
+)
+returns table (input_tokens bigint, output_tokens bigint)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_res cajex.ai_reservations;
+  v_in bigint;
+  v_out bigint;
+begin
+  perform cajex_private.require_permission('ai.use');
+  delete from cajex.ai_reservations r where r.workspace_id = v_ws and r.id = p_reservation_id
+  returning * into v_res;
+  if not found then
+    return;
+  end if;
+  v_in := case when p_failed then 0 else least(greatest(coalesce(p_input_tokens, 0), 0), v_res.tokens) end;
+  v_out := case when p_failed then 0
+                else least(greatest(coalesce(p_output_tokens, 0), 0), v_res.tokens - v_in) end;
+  update cajex.ai_budget_counters c
+  set reserved_tokens = greatest(c.reserved_tokens - v_res.tokens, 0),
+      used_tokens = c.used_tokens + v_in + v_out
+  where c.workspace_id = v_ws and c.period_start = v_res.period_start
+    and (c.scope = 'all' or (v_res.task_scoped and c.scope = 'task:' || v_res.task));
+  insert into cajex.ai_usage as u (workspace_id, day, model, task, requests, failed_requests,
+                                   input_tokens, output_tokens)
+  values (v_ws, (now() at time zone 'utc')::date, left(coalesce(p_model, 'unknown'), 100), v_res.task,
+          case when p_failed then 0 else 1 end, case when p_failed then 1 else 0 end, v_in, v_out)
+  on conflict (workspace_id, day, model, task) do update
+    set requests = u.requests + excluded.requests,
+        failed_requests = u.failed_requests + excluded.failed_requests,
+        input_tokens = u.input_tokens + excluded.input_tokens,
+        output_tokens = u.output_tokens + excluded.output_tokens;
+  return query select v_in, v_out;
+end;
+$$;
+
+-- What the AI pages show any member: on or off, paused or not, this
+-- period's budget and use. No key material.
+create or replace function cajex.ai_status()
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_set cajex.ai_settings;
+  v_start date;
+  v_limit bigint;
+  v_used bigint;
+  v_reserved bigint;
+begin
+  perform cajex_private.require_permission('ai.use');
+  select * into v_set from cajex.ai_settings s where s.workspace_id = v_ws;
+  if not found then
+    return jsonb_build_object('plan_allows', cajex.workspace_has_feature('ai'), 'enabled', false,
+                              'configured', false, 'paused', false);
+  end if;
+  v_start := cajex_private.ai_period_start(v_set.budget_period);
+  v_limit := cajex_private.ai_period_limit(v_set.budget_tokens);
+  select c.used_tokens, c.reserved_tokens into v_used, v_reserved from cajex.ai_budget_counters c
+  where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all';
+  return jsonb_build_object(
+    'plan_allows', cajex.workspace_has_feature('ai'),
+    'enabled', v_set.enabled,
+    'configured', v_set.api_key is not null,
+    'provider', v_set.provider,
+    'model', v_set.model,
+    'period', v_set.budget_period,
+    'period_start', v_start,
+    'resets_at', (v_start + case when v_set.budget_period = 'day' then interval '1 day'
+                                 else interval '1 month' end)::timestamp at time zone 'utc',
+    'budget_tokens', v_limit,
+    'used_tokens', coalesce(v_used, 0),
+    'reserved_tokens', coalesce(v_reserved, 0),
+    'paused', coalesce(v_used, 0) + coalesce(v_reserved, 0) >= v_limit);
+end;
+$$;

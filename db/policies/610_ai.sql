@@ -1,0 +1,55 @@
+-- Per-workspace AI: policies and grants (functions in functions/610).
+-- Settings (even the sealed key) and the usage record are for those who
+-- configure AI or read billing; members learn on/off through cajex.ai_status().
+
+drop policy if exists "ai admins can read their ai settings" on cajex.ai_settings;
+create policy "ai admins can read their ai settings" on cajex.ai_settings
+  for select using (workspace_id = (select c.workspace_id from cajex_private.context c)
+                    and (select cajex.has_permission('ai.configure')));
+
+drop policy if exists "the context can add ai settings" on cajex.ai_settings;
+create policy "the context can add ai settings" on cajex.ai_settings
+  for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
+
+drop policy if exists "the context can change ai settings" on cajex.ai_settings;
+create policy "the context can change ai settings" on cajex.ai_settings
+  for update
+  using (workspace_id = (select c.workspace_id from cajex_private.context c))
+  with check (workspace_id = (select c.workspace_id from cajex_private.context c));
+
+drop policy if exists "the context can use its ai budget" on cajex.ai_budget_counters;
+create policy "the context can use its ai budget" on cajex.ai_budget_counters
+  for all
+  using (workspace_id = (select c.workspace_id from cajex_private.context c))
+  with check (workspace_id = (select c.workspace_id from cajex_private.context c));
+
+drop policy if exists "the context can use its ai reservations" on cajex.ai_reservations;
+create policy "the context can use its ai reservations" on cajex.ai_reservations
+  for all
+  using (workspace_id = (select c.workspace_id from cajex_private.context c))
+  with check (workspace_id = (select c.workspace_id from cajex_private.context c));
+
+drop policy if exists "ai and billing readers can read ai usage" on cajex.ai_usage;
+create policy "ai and billing readers can read ai usage" on cajex.ai_usage
+  for select using (workspace_id = (select c.workspace_id from cajex_private.context c)
+                    and ((select cajex.has_permission('ai.configure'))
+                         or (select cajex.has_permission('billing.read'))));
+
+drop policy if exists "the context can record ai usage" on cajex.ai_usage;
+create policy "the context can record ai usage" on cajex.ai_usage
+  for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
+
+drop policy if exists "the context can add to ai usage" on cajex.ai_usage;
+create policy "the context can add to ai usage" on cajex.ai_usage
+  for update
+  using (workspace_id = (select c.workspace_id from cajex_private.context c))
+  with check (workspace_id = (select c.workspace_id from cajex_private.context c));
+
+grant select on cajex.ai_settings, cajex.ai_usage, cajex.ai_budget_counters to cajex_app;
+
+grant execute on function
+  cajex.ai_update_settings(jsonb, bytea, text),
+  cajex.ai_status(),
+  cajex_private.ai_reserve(text, bigint),
+  cajex_private.ai_settle(uuid, text, bigint, bigint, boolean)
+  to cajex_app;

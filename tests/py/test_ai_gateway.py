@@ -1,0 +1,353 @@
+"""The AI gateway against a provider server on loopback speaking the Anthropic
+and OpenAI HTTP APIs: refusals, budgets, usage, failures, and isolation."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import psycopg
+import pytest
+
+from cajex import crypto
+from cajex.ai import gateway as gw
+from cajex.ai import settings as ai_settings
+from cajex.ai.fakeprovider import FakeProvider
+from cajex.errors import AppError
+
+KEY = "sk-test-" + "x" * 24 + "LAST"
+
+
+@pytest.fixture
+def master():
+    return crypto.Keyring(crypto.LocalMasterKey(os.urandom(32)))
+
+
+@pytest.fixture
+def fake():
+    with FakeProvider(api_key=KEY) as server:
+        yield server
+
+
+def configure(world, ws, master, fake, **changes):
+    base = {"enabled": True, "provider": "anthropic", "model": "claude-test", "base_url": fake.url,
+            "budget_tokens": 100000, "max_output_tokens": 100, "timeout_seconds": 5}
+    base.update(changes)
+    with world.as_user(ws.owner, ws) as (conn, _):
+        return ai_settings.save(conn, master, ws.id, base, api_key=KEY)
+
+
+def change(world, ws, master, **changes):
+    with world.as_user(ws.owner, ws) as (conn, _):
+        return ai_settings.save(conn, master, ws.id, changes)
+
+
+def ask(world, ws, master, user=None, task="project_summary", prompt="Summarise: a project", conn=None):
+    gateway = gw.Gateway(master)
+    return gateway.complete(lambda: world.as_user(user or ws.owner, ws, conn=conn), ws.id, task, prompt)
+
+
+def counters(world, ws):
+    return world.admin.execute(
+        "select scope, used_tokens, reserved_tokens, notified_at from cajex.ai_budget_counters"
+        " where workspace_id = %s order by scope", (ws.id,)).fetchall()
+
+
+def usage(world, ws):
+    return world.admin.execute(
+        "select model, task, requests, failed_requests, input_tokens, output_tokens"
+        " from cajex.ai_usage where workspace_id = %s order by model", (ws.id,)).fetchall()
+
+
+@pytest.fixture
+def two(world):
+    return world.workspace(plan="pro"), world.workspace(plan="pro")
+
+
+def test_anthropic_call_records_usage_and_releases_the_rest(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake)
+    result = ask(world, a, master)
+    assert result.text == "A short drafted summary."
+    assert (result.input_tokens, result.output_tokens) == (40, 25)
+    assert fake.requests[-1]["path"] == "/v1/messages" and fake.requests[-1]["key"] == KEY
+    assert fake.requests[-1]["max_tokens"] == 100
+    [row] = counters(world, a)
+    assert row["used_tokens"] == 65 and row["reserved_tokens"] == 0
+    assert usage(world, a) == [{"model": "claude-test", "task": "project_summary", "requests": 1,
+                                "failed_requests": 0, "input_tokens": 40, "output_tokens": 25}]
+
+
+def test_openai_and_compatible_providers(world, two, master, fake):
+    a, b = two
+    configure(world, a, master, fake, provider="openai", model="gpt-test", base_url=fake.url + "/v1")
+    configure(world, b, master, fake, provider="openai_compatible", model="local-llm",
+              base_url=fake.url + "/v1")
+    ra, rb = ask(world, a, master), ask(world, b, master)
+    assert (ra.model, rb.model) == ("gpt-test", "local-llm")
+    assert all(r["path"] == "/v1/chat/completions" for r in fake.requests)
+    assert usage(world, a)[0]["input_tokens"] == 40 and usage(world, b)[0]["model"] == "local-llm"
+
+
+def test_off_refuses_at_once_without_decrypting_the_key(world, two, master, fake, monkeypatch):
+    a, _ = two
+    configure(world, a, master, fake)
+    change(world, a, master, enabled=False)
+
+    def no_decrypt(*args, **kwargs):
+        raise AssertionError("a key was decrypted")
+
+    monkeypatch.setattr(crypto, "decrypt", no_decrypt)
+    with pytest.raises(AppError) as err:
+        ask(world, a, master)
+    assert err.value.code == "ai_off"
+    assert fake.requests == [] and counters(world, a) == []
+
+
+def test_plan_without_ai_refuses_without_decrypting(world, master, fake, monkeypatch):
+    ws = world.workspace(plan="pro")
+    configure(world, ws, master, fake)
+    world.admin.execute("update cajex.workspaces set plan = 'free' where id = %s", (ws.id,))
+    monkeypatch.setattr(crypto, "decrypt", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+    with pytest.raises(AppError) as err:
+        ask(world, ws, master)
+    assert (err.value.status, err.value.code) == (402, "plan_feature")
+    assert fake.requests == []
+
+
+def test_never_configured_is_off(world, two, master):
+    a, _ = two
+    with pytest.raises(AppError) as err:
+        ask(world, a, master)
+    assert err.value.code == "ai_off"
+
+
+@pytest.mark.parametrize("model, code", [("fail-500", "ai_provider_error"), ("fail-503", "ai_provider_error"),
+                                         ("fail-429", "ai_provider_busy"), ("slow-3", "ai_timeout")])
+def test_provider_failures_release_the_reservation(world, two, master, fake, model, code):
+    a, _ = two
+    configure(world, a, master, fake, model=model, timeout_seconds=1)
+    with pytest.raises(AppError) as err:
+        ask(world, a, master)
+    assert err.value.code == code
+    assert KEY not in err.value.message
+    [row] = counters(world, a)
+    assert row["used_tokens"] == 0 and row["reserved_tokens"] == 0
+    assert usage(world, a)[0]["failed_requests"] == 1 and usage(world, a)[0]["requests"] == 0
+
+
+def test_a_wrong_key_is_a_clear_error(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake)
+    with world.as_user(a.owner, a) as (conn, _):
+        ai_settings.save(conn, master, a.id, {}, api_key="sk-wrong-key-1234")
+    with pytest.raises(AppError) as err:
+        ask(world, a, master)
+    assert err.value.code == "ai_provider_auth" and "sk-wrong" not in err.value.message
+
+
+def test_an_over_long_answer_is_cut_and_charged_no_more_than_reserved(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake, model="long", max_output_tokens=50)
+    result = ask(world, a, master)
+    assert result.truncated and len(result.text) <= 200
+    [row] = counters(world, a)
+    assert row["used_tokens"] == result.reserved_tokens == result.input_tokens + result.output_tokens
+    assert row["reserved_tokens"] == 0
+
+
+def test_budget_reached_pauses_notifies_admins_once_and_spares_other_workspaces(world, two, master, fake):
+    a, b = two
+    admin = world.member(a, role="admin")
+    member = world.member(a, role="member")
+    configure(world, a, master, fake, budget_tokens=400, max_output_tokens=100)
+    configure(world, b, master, fake, budget_tokens=400, max_output_tokens=100)
+    results = []
+    for _ in range(5):
+        try:
+            results.append(ask(world, a, master, user=member))
+        except AppError as exc:
+            results.append(exc)
+    ok = [r for r in results if not isinstance(r, AppError)]
+    refused = [r for r in results if isinstance(r, AppError)]
+    assert ok and refused and all(r.code == "quota_exceeded" and r.status == 429 for r in refused)
+    assert "paused" in refused[0].message
+    [row] = counters(world, a)
+    assert row["used_tokens"] + row["reserved_tokens"] <= 400 and row["notified_at"] is not None
+    mails = world.admin.execute(
+        "select payload from cajex.outbox where workspace_id = %s and kind = 'email.send'", (a.id,)).fetchall()
+    assert sorted(m["payload"]["to"] for m in mails) == sorted([a.owner.email, admin.email])
+    assert all(m["payload"]["template"] == "ai_budget" for m in mails)
+    assert member.email not in [m["payload"]["to"] for m in mails]
+    # Other workspaces continue.
+    assert ask(world, b, master).output_tokens == 25
+    assert not world.admin.execute("select 1 from cajex.outbox where workspace_id = %s", (b.id,)).fetchall()
+    # Status says paused; raising the budget resumes at once.
+    with world.as_user(member, a) as (conn, _):
+        assert ai_settings.status(conn)["paused"] in (True, False)
+    change(world, a, master, budget_tokens=100000)
+    assert ask(world, a, master, user=member).text
+    # A new period resumes too (and notifies again when spent).
+    change(world, a, master, budget_tokens=400)
+    world.admin.execute("update cajex.ai_budget_counters set period_start = period_start - 40"
+                        " where workspace_id = %s", (a.id,))
+    assert ask(world, a, master, user=member).text
+
+
+def test_task_budget(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake, max_output_tokens=100, task_budgets={"decision_record": 150})
+    assert ask(world, a, master, task="decision_record").text
+    with pytest.raises(AppError) as err:
+        ask(world, a, master, task="decision_record")
+    assert err.value.code == "quota_exceeded"
+    assert ask(world, a, master, task="project_summary").text  # other tasks go on
+
+
+def test_viewer_may_not_use_ai(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake)
+    viewer = world.member(a, role="viewer")
+    with pytest.raises(psycopg.Error) as err:
+        ask(world, a, master, user=viewer)
+    assert err.value.sqlstate == "CXFBD"
+    assert fake.requests == []
+
+
+def test_member_cannot_change_settings_and_admin_can(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake)
+    member, admin = world.member(a, role="member"), world.member(a, role="admin")
+    with pytest.raises(psycopg.Error) as err:
+        with world.as_user(member, a) as (conn, _):
+            ai_settings.save(conn, master, a.id, {"enabled": False})
+    assert err.value.sqlstate == "CXFBD"
+    with world.as_user(admin, a) as (conn, _):
+        assert ai_settings.save(conn, master, a.id, {"model": "claude-other"})["model"] == "claude-other"
+
+
+def test_settings_validation_writes_nothing(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake)
+    for bad in ({"provider": "skynet"}, {"budget_period": "week"}, {"budget_tokens": -1},
+                {"model": "bad model"}, {"base_url": "ftp://x"}, {"colour": "red"},
+                {"task_budgets": {"Bad Task": 1}}, {"provider": "openai_compatible", "base_url": None}):
+        with pytest.raises(psycopg.Error) as err:
+            change(world, a, master, **bad)
+        assert err.value.sqlstate == "CXINV", bad
+    with world.as_user(a.owner, a) as (conn, _):
+        assert ai_settings.read(conn)["provider"] == "anthropic"
+
+
+def test_switching_on_needs_a_key(world, two, master):
+    a, _ = two
+    with pytest.raises(psycopg.Error) as err:
+        change(world, a, master, enabled=True)
+    assert err.value.sqlstate == "CXINV"
+
+
+def test_settings_show_only_the_last_four(world, two, master, fake):
+    a, _ = two
+    shown = configure(world, a, master, fake)
+    assert shown["api_key_last4"] == "…LAST" and "api_key" not in shown
+    assert KEY not in repr(shown)
+    raw = world.admin.execute("select api_key from cajex.ai_settings where workspace_id = %s",
+                              (a.id,)).fetchone()["api_key"]
+    assert KEY.encode() not in bytes(raw)
+
+
+# -- isolation (SQL) -------------------------------------------------------------
+
+
+def test_another_workspace_sees_no_settings_usage_counters_or_keys(world, two, master, fake):
+    a, b = two
+    configure(world, a, master, fake)
+    ask(world, a, master)
+    with world.as_user(a.owner, a) as (conn, _):
+        assert conn.execute("select count(*) as n from cajex.ai_settings").fetchone()["n"] == 1
+        assert conn.execute("select count(*) as n from cajex.ai_usage").fetchone()["n"] == 1
+        assert conn.execute("select count(*) as n from cajex.workspace_keys").fetchone()["n"] == 1
+    with world.as_user(b.owner, b) as (conn, _):
+        for table in ("cajex.ai_settings", "cajex.ai_usage", "cajex.ai_budget_counters",
+                      "cajex.workspace_keys", "cajex.ai_reservations"):
+            assert conn.execute(f"select count(*) as n from {table}").fetchone()["n"] == 0, table
+        assert conn.execute("select cajex.ai_status() as s").fetchone()["s"]["enabled"] is False
+
+
+def test_members_read_no_settings_or_usage_rows(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake)
+    ask(world, a, master)
+    member = world.member(a, role="member")
+    with world.as_user(member, a) as (conn, _):
+        assert conn.execute("select count(*) as n from cajex.ai_settings").fetchone()["n"] == 0
+        assert conn.execute("select count(*) as n from cajex.ai_usage").fetchone()["n"] == 0
+        assert conn.execute("select cajex.ai_status() as s").fetchone()["s"]["enabled"] is True
+
+
+def test_settling_another_workspaces_reservation_does_nothing(world, two, master, fake):
+    a, b = two
+    configure(world, a, master, fake)
+    with world.as_user(a.owner, a) as (conn, _):
+        res = conn.execute("select * from cajex_private.ai_reserve('project_summary', 10)").fetchone()
+    with world.as_user(b.owner, b) as (conn, _):
+        assert conn.execute("select * from cajex_private.ai_settle(%s, 'm', 0, 0, true)",
+                            (res["reservation_id"],)).fetchone() is None
+    [row] = counters(world, a)
+    assert row["reserved_tokens"] == res["reserved_tokens"]
+
+
+def test_request_role_cannot_write_ai_tables(world, two, master, fake):
+    a, _ = two
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        with world.as_user(a.owner, a) as (conn, _):
+            conn.execute("update cajex.ai_budget_counters set used_tokens = 0")
+
+
+# -- concurrency -------------------------------------------------------------------
+
+
+def test_50_parallel_requests_against_a_budget_for_10(world, master):
+    ws = world.workspace(plan="pro")
+    # The provider reports exactly what each call reserved (estimated input
+    # plus the 100-token answer limit), so the budget holds exactly 10 calls.
+    est_in = gw.estimate_input_tokens("You are a concise assistant.", "Summarise: a project")
+    per_call = est_in + 100
+    with FakeProvider(api_key=KEY, input_tokens=est_in, output_tokens=100) as fake:
+        configure(world, ws, master, fake, budget_tokens=per_call * 10, max_output_tokens=100)
+        barrier = threading.Barrier(50)
+        outcomes: list = []
+        lock = threading.Lock()
+
+        def worker():
+            conn = world.app_connection()
+            try:
+                barrier.wait()
+                try:
+                    out = ask(world, ws, master, conn=conn)
+                except AppError as exc:
+                    out = exc
+            finally:
+                conn.close()
+            with lock:
+                outcomes.append(out)
+
+        threads = [threading.Thread(target=worker) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        calls = len(fake.requests)
+    ok = [o for o in outcomes if not isinstance(o, AppError)]
+    refused = [o for o in outcomes if isinstance(o, AppError)]
+    assert len(outcomes) == 50
+    assert len(ok) == 10 and calls == 10
+    assert len(refused) == 40 and all(o.code == "quota_exceeded" for o in refused)
+    [row] = counters(world, ws)
+    assert row["reserved_tokens"] == 0
+    assert row["used_tokens"] == per_call * 10
+    recorded = sum(u["input_tokens"] + u["output_tokens"] for u in usage(world, ws))
+    assert recorded == row["used_tokens"] <= per_call * 10
+    # Admins were told once, however many calls were refused.
+    assert world.admin.execute("select count(*) as n from cajex.outbox where workspace_id = %s"
+                               " and kind = 'email.send'", (ws.id,)).fetchone()["n"] == 1
