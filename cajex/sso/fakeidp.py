@@ -335,3 +335,17 @@ class TestIdP:
             f"<saml:NameID>{escape(name_id)}</saml:NameID>{si}</samlp:LogoutRequest>"
         )
         return self.sign(xml, "LogoutRequest")
+
+    def logout_response(self, *, destination: str, in_response_to: str,
+                        response_id: str = "_lresp1") -> bytes:
+        now = dt.datetime.now(dt.timezone.utc)
+        xml = (
+            '<samlp:LogoutResponse xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+            'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" '
+            f'ID="{response_id}" Version="2.0" IssueInstant="{_instant(now)}" '
+            f"Destination={quoteattr(destination)} InResponseTo={quoteattr(in_response_to)}>"
+            f"<saml:Issuer>{escape(self.entity_id)}</saml:Issuer>{self.template(response_id)}"
+            '<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/>'
+            "</samlp:Status></samlp:LogoutResponse>"
+        )
+        return self.sign(xml, "LogoutResponse")

@@ -886,3 +886,42 @@ def verify_logout(
         status is not None and status.get("Value") == STATUS_SUCCESS,
         None,
     )
+
+
+# ---------------------------------------------------------------------------
+# Our signing key (AuthnRequests when asked, every logout message)
+
+
+def sp_signing_key(data_dir) -> tuple[rsa.RSAPrivateKey, str]:
+    """The platform's SAML SP key and certificate, created once in the data folder.
+
+    One key for all connections: IdPs pin it from our SP metadata. Rotating
+    it means replacing the two files and re-sharing the metadata.
+    """
+    from pathlib import Path
+
+    from cryptography.x509.oid import NameOID
+
+    folder = Path(data_dir)
+    key_path, cert_path = folder / "saml-sp-key.pem", folder / "saml-sp-cert.pem"
+    if not key_path.exists() or not cert_path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cajex SAML SP")])
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .sign(key, hashes.SHA256())
+        )
+        tmp = key_path.with_suffix(".tmp")
+        tmp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+        tmp.chmod(0o600)
+        tmp.replace(key_path)
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    return key, cert_path.read_text()

@@ -407,7 +407,8 @@ def saml_login_url(pool, settings, r: Route, relay_state: str | None = None) -> 
     sp = sp_config(settings.public_url, r.connection_id)
     idp = idp_config(row)
     xml = saml.authn_request(sp, idp, request_id, dt.datetime.now(dt.UTC))
-    return saml.redirect_url(idp.sso_url, "SAMLRequest", xml, relay_state)
+    key = saml.sp_signing_key(settings.data_dir)[0] if row["sign_requests"] else None
+    return saml.redirect_url(idp.sso_url, "SAMLRequest", xml, relay_state, key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -546,7 +547,8 @@ def saml_logout_request_url(
     xml = saml.logout_request(
         sp, idp_config(row), request_id, name_id, session_index, dt.datetime.now(dt.UTC)
     )
-    return saml.redirect_url(row["saml_slo_url"], "SAMLRequest", xml, None)
+    key = saml.sp_signing_key(settings.data_dir)[0]
+    return saml.redirect_url(row["saml_slo_url"], "SAMLRequest", xml, None, key)
 
 
 def saml_slo(
@@ -613,7 +615,8 @@ def saml_slo(
     if not idp.slo_url:
         return "request", None
     answer = saml.logout_response(sp, idp, message.id, dt.datetime.now(dt.UTC))
-    return "request", saml.redirect_url(idp.slo_url, "SAMLResponse", answer, None)
+    key = saml.sp_signing_key(settings.data_dir)[0]
+    return "request", saml.redirect_url(idp.slo_url, "SAMLResponse", answer, None, key)
 
 
 def oidc_provision(

@@ -662,3 +662,52 @@ def test_sp_metadata_names_the_connection_endpoints(world, client):
     root = saml.parse_xml(xml)
     assert root.get("entityID") == s.e["entity_id"]
     assert s.e["acs_url"].encode() in xml and s.e["slo_url"].encode() in xml
+
+
+def _sign_out_here(client):
+    with client.session_transaction() as sess:
+        sess["csrf"] = "t"
+    return client.post("/sso/logout", headers={"X-CSRF-Token": "t"})
+
+
+def test_sp_initiated_logout_is_signed_and_the_idp_answer_is_checked(world, client, settings):
+    s = Setup(world)
+    s.post(client, s.response(s.start(client)))
+    out = _sign_out_here(client)
+    assert out.status_code == 302 and out.location.startswith(s.idp.slo_url)
+    assert world.admin.execute("select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
+                               " and revoked_at is null").fetchone()["n"] == 0
+    # Our LogoutRequest is signed with the SP key published in our metadata.
+    query = out.location.split("?", 1)[1].encode()
+    sp_cert = saml.sp_signing_key(settings.data_dir)[1]
+    sp_as_idp = saml.IdPConfig("x", "x", "x", None, (sp_cert,))
+    saml.verify_redirect_signature(query, sp_as_idp)
+    params = urllib.parse.parse_qs(query.decode())
+    request = saml.parse_xml(saml.inflate_b64(params["SAMLRequest"][0]))
+    assert request.find("saml:NameID", saml.NS).text == "alice-1"
+    # The IdP's signed LogoutResponse is accepted once, for that request only.
+    answer = s.idp.logout_response(destination=s.e["slo_url"], in_response_to=request.get("ID"))
+    slo = s.e["slo_url"].replace(PUBLIC, "")
+    assert client.post(slo, data={"SAMLResponse": base64.b64encode(answer).decode()}).status_code == 200
+    again = client.post(slo, data={"SAMLResponse": base64.b64encode(answer).decode()})
+    assert again.status_code == 400
+    stray = s.idp.logout_response(destination=s.e["slo_url"], in_response_to="_never_asked_0000000",
+                                  response_id="_lresp2")
+    assert client.post(slo, data={"SAMLResponse": base64.b64encode(stray).decode()}).status_code == 400
+
+
+def test_idp_initiated_logout_by_redirect_binding(world, client):
+    s = Setup(world)
+    s.post(client, s.response(s.start(client)))
+    xml = s.idp.logout_request(destination=s.e["slo_url"], name_id="alice-1", session_index="_sess1")
+    # Redirect binding: the query is signed, the XML need not be.
+    url = saml.redirect_url(s.e["slo_url"], "SAMLRequest", xml, None, s.idp.key)
+    path = url.replace(PUBLIC, "")
+    forged = saml.redirect_url(s.e["slo_url"], "SAMLRequest", xml, None,
+                               fakeidp.make_key_and_cert("forger")[0]).replace(PUBLIC, "")
+    assert client.get(forged).status_code == 400
+    assert world.admin.execute("select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
+                               " and revoked_at is null").fetchone()["n"] == 1
+    assert client.get(path).status_code == 302
+    assert world.admin.execute("select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
+                               " and revoked_at is null").fetchone()["n"] == 0

@@ -119,7 +119,8 @@ def saml_metadata(connection_id: str):
     except AppError:
         abort(404)
     sp = service.sp_config(settings().public_url, connection_id)
-    return Response(saml.sp_metadata(sp), mimetype="application/samlmetadata+xml")
+    cert = saml.sp_signing_key(settings().data_dir)[1]
+    return Response(saml.sp_metadata(sp, cert), mimetype="application/samlmetadata+xml")
 
 
 @bp.route("/sso/saml/<connection_id>/acs", methods=["POST"])
