@@ -559,3 +559,17 @@ begin
   perform cajex_private.write_audit('scim.group_deleted', 'scim_group', p_id::text, '{}');
 end;
 $$;
+
+-- The id of an active workspace by slug, for `cajex scim token create
+-- --workspace SLUG` (which then opens a service context for that id). Slugs
+-- are public addresses; this says nothing more than the sign-in page does.
+create or replace function cajex_private.scim_workspace_id(p_slug text)
+returns uuid
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select w.id from cajex.workspaces w where w.slug = p_slug and w.status = 'active';
+$$;
+alter function cajex_private.scim_workspace_id(text) owner to cajex_definer;

@@ -96,3 +96,4 @@ grant execute on function
   cajex_private.has_other_active_membership(uuid, uuid)
   to cajex_owner;
 grant execute on function cajex_private.require_scim() to cajex_app;
+grant execute on function cajex_private.scim_workspace_id(text) to cajex_app;
