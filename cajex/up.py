@@ -31,59 +31,79 @@ def run(port: int, with_demo: bool) -> None:
     env.setdefault("CAJEX_PUBLIC_URL", f"http://127.0.0.1:{port}")
 
     services = []
-    admin_url = env.get("DATABASE_ADMIN_URL") or env.get("DATABASE_URL")
-    if not env.get("DATABASE_URL"):
-        from cajex.localservices import LocalPostgres
-
-        click.echo(
-            "cajex: starting a private PostgreSQL under " + str(data_dir / "pgdata")
-        )
-        pg = LocalPostgres(data_dir).start()
-        services.append(pg)
-        admin_url = pg.url("cajex")
-        env["DATABASE_URL"] = pg.url("cajex", "cajex_app")
-    if not env.get("REDIS_URL"):
-        from cajex.localservices import LocalRedis
-
-        click.echo("cajex: starting a private Redis")
-        rd = LocalRedis(data_dir / "redis").start()
-        services.append(rd)
-        env["REDIS_URL"] = rd.url
-
-    from cajex.migrate import migrate
-
-    click.echo("cajex: applying the schema")
-    migrate(admin_url, env["CAJEX_CONTEXT_SECRET"])
-    os.environ.update(env)
-    settings = config.from_env()
-
-    if with_demo:
-        from cajex.demo import load
-
-        click.echo("cajex: loading demo data")
-        summary = load(env["DATABASE_URL"], env["CAJEX_CONTEXT_SECRET"])
-        (data_dir / "demo.json").write_text(json.dumps(summary, indent=2))
-
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "cajex.cli", "worker"], env=env),
-        subprocess.Popen([sys.executable, "-m", "cajex.cli", "relay"], env=env),
-    ]
-    cron = _cron_config()
-    if cron:
-        procs.append(
-            subprocess.Popen(["rq", "cron", "--url", env["REDIS_URL"], cron], env=env)
-        )
-
-    url = f"http://127.0.0.1:{port}"
-    click.echo("")
-    click.echo(f"cajex is running at {url}")
-    if with_demo:
-        click.echo(
-            f"Sign in at {url}/login with a demo user, e.g. olivia.owner@northwind.example"
-        )
-        click.echo(f"(the demo users are listed in {data_dir / 'demo.json'})")
-    click.echo("Ctrl-C stops everything.")
+    procs: list[subprocess.Popen] = []
+    # Whatever fails on the way (a migration, the demo data, the server),
+    # everything started so far is stopped again: no orphan keeps the
+    # database busy for the next start.
     try:
+        admin_url = env.get("DATABASE_ADMIN_URL") or env.get("DATABASE_URL")
+        if not env.get("DATABASE_URL"):
+            from cajex.localservices import LocalPostgres
+
+            click.echo(
+                "cajex: starting a private PostgreSQL under " + str(data_dir / "pgdata")
+            )
+            pg = LocalPostgres(data_dir).start()
+            services.append(pg)
+            admin_url = pg.url("cajex")
+            env["DATABASE_URL"] = pg.url("cajex", "cajex_app")
+        if not env.get("REDIS_URL"):
+            from cajex.localservices import LocalRedis
+
+            click.echo("cajex: starting a private Redis")
+            rd = LocalRedis(data_dir / "redis").start()
+            services.append(rd)
+            env["REDIS_URL"] = rd.url
+
+        from cajex.migrate import migrate
+
+        click.echo("cajex: applying the schema")
+        migrate(admin_url, env["CAJEX_CONTEXT_SECRET"])
+        os.environ.update(env)
+        settings = config.from_env()
+
+        if with_demo:
+            from cajex.demo import load
+
+            click.echo("cajex: loading demo data")
+            summary = load(env["DATABASE_URL"], env["CAJEX_CONTEXT_SECRET"])
+            (data_dir / "demo.json").write_text(json.dumps(summary, indent=2))
+
+        bin_dir = os.path.dirname(sys.executable)
+        url = f"http://127.0.0.1:{port}"
+        click.echo("")
+        click.echo(f"cajex is running at {url}")
+        if with_demo:
+            click.echo(
+                f"Sign in at {url}/login with a demo user's address, e.g."
+                " olivia.owner@northwind.example; the sign-in link arrives in the"
+                f" development mailbox at {url}/dev/mailbox"
+            )
+            click.echo(f"(the demo users are listed in {data_dir / 'demo.json'})")
+        click.echo("Ctrl-C stops everything.")
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "cajex.cli", "worker"], env=env)
+        )
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "cajex.cli", "relay"], env=env)
+        )
+        cron = _cron_config()
+        if cron:
+            # The rq script of this interpreter's environment: PATH need not
+            # hold it when the virtual environment is not activated.
+            rq = os.path.join(bin_dir, "rq")
+            procs.append(
+                subprocess.Popen(
+                    [
+                        rq if os.path.exists(rq) else "rq",
+                        "cron",
+                        "--url",
+                        env["REDIS_URL"],
+                        cron,
+                    ],
+                    env=env,
+                )
+            )
         from cajex.web import create_app
 
         log.configure()
