@@ -83,6 +83,15 @@ def estimate_input_tokens(*texts: str) -> int:
     return sum(len(t.encode()) for t in texts) // 2 + 64
 
 
+def budget_message(row) -> str:
+    """The pause message of a 'budget' refusal: what is spent, and what resumes AI."""
+    used, limit = int(row["used_tokens"] or 0), int(row["limit_tokens"] or 0)
+    needed = int(row["reserved_tokens"] or 0)
+    return (f"This workspace's AI budget for this {row['period']} is spent: {used} of {limit} "
+            f"tokens used, and this request may need up to {needed}. AI is paused until the "
+            "next period or until an admin raises the budget.")
+
+
 def _conn(value):
     return value[0] if isinstance(value, tuple) else value
 
@@ -112,11 +121,7 @@ class Gateway:
         if status != "ok":
             _log.info("ai.refused", workspace_id=str(workspace_id), task=task, reason=status)
             if status == "budget":
-                raise AppError(
-                    429, "quota_exceeded",
-                    f"This workspace's AI budget for this {row['period']} is spent "
-                    f"({row['used_tokens'] or 0} of {row['limit_tokens']} tokens): AI is paused "
-                    "until the next period or until an admin raises the budget.")
+                raise AppError(429, "quota_exceeded", budget_message(row))
             raise AppError(*_REFUSALS[status])
 
         reservation = row["reservation_id"]

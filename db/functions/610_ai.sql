@@ -107,6 +107,14 @@ begin
   where s.workspace_id = v_ws
   returning * into v_row;
 
+  -- A changed budget re-arms this period's notice: when the new budget is
+  -- spent too, the admins hear of it again (still once).
+  if p_changes ? 'budget_tokens' or p_changes ? 'budget_period' then
+    update cajex.ai_budget_counters c set notified_at = null
+    where c.workspace_id = v_ws and c.scope = 'all' and c.notified_at is not null
+      and c.period_start = cajex_private.ai_period_start(v_row.budget_period);
+  end if;
+
   if v_row.provider = 'openai_compatible' and v_row.base_url is null then
     raise exception 'an OpenAI-compatible provider needs its base URL'
       using errcode = 'CXINV', detail = 'base_url';
@@ -198,7 +206,9 @@ $$;
 --   plan          the plan (or billing) does not allow AI now
 --   off           AI is switched off for the workspace
 --   unconfigured  no API key
---   budget        the period's (or the task's) budget cannot cover it
+--   budget        the period's (or the task's) budget cannot cover it;
+--                 limit_tokens, used_tokens and reserved_tokens (what the
+--                 call needed) say why
 -- The sealed API key is returned only with 'ok'.
 create or replace function cajex_private.ai_reserve(p_task text, p_tokens bigint)
 returns table (
@@ -284,7 +294,7 @@ begin
       select c.used_tokens into v_used from cajex.ai_budget_counters c
       where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'task:' || p_task;
       return query select 'budget'::text, null::uuid, null::text, null::text, null::text, null::bytea,
-        null::integer, null::integer, v_set.budget_period, v_start, v_task_limit, v_used, null::bigint;
+        null::integer, null::integer, v_set.budget_period, v_start, v_task_limit, v_used, p_tokens;
       return;
     end if;
   end if;
@@ -302,7 +312,7 @@ begin
     select c.used_tokens into v_used from cajex.ai_budget_counters c
     where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all';
     return query select 'budget'::text, null::uuid, null::text, null::text, null::text, null::bytea,
-      null::integer, null::integer, v_set.budget_period, v_start, v_limit, v_used, null::bigint;
+      null::integer, null::integer, v_set.budget_period, v_start, v_limit, v_used, p_tokens;
     return;
   end if;
   return query select 'ok'::text, v_id, v_set.provider, v_set.model, v_set.base_url, v_set.api_key,
@@ -400,6 +410,9 @@ begin
     'budget_tokens', v_limit,
     'used_tokens', coalesce(v_used, 0),
     'reserved_tokens', coalesce(v_reserved, 0),
-    'paused', coalesce(v_used, 0) + coalesce(v_reserved, 0) >= v_limit);
+    -- Paused: not even the smallest call fits what is left of the period,
+    -- i.e. the answer limit plus the gateway's fixed 64-token input
+    -- overhead (cajex.ai.gateway.estimate_input_tokens).
+    'paused', coalesce(v_used, 0) + v_set.max_output_tokens + 64 > v_limit);
 end;
 $$;

@@ -7,6 +7,17 @@ create policy "ai admins can read their ai settings" on cajex.ai_settings
   for select using (workspace_id = (select c.workspace_id from cajex_private.context c)
                     and (select cajex.has_permission('ai.configure')));
 
+-- The AI functions (security definer, owned by cajex_owner and bound by the
+-- forced RLS) read the settings for any member: ai_reserve needs the model
+-- and the sealed key when a member asks for a draft, ai_status tells every
+-- member whether AI is on. Without this policy the admins-only policy above
+-- binds them too and AI is "off" for everyone but admins. No request role is
+-- cajex_owner, so requests still see the rows only with ai.configure.
+drop policy if exists "the ai functions can read the context's ai settings" on cajex.ai_settings;
+create policy "the ai functions can read the context's ai settings" on cajex.ai_settings
+  for select to cajex_owner
+  using (workspace_id = (select c.workspace_id from cajex_private.context c));
+
 drop policy if exists "the context can add ai settings" on cajex.ai_settings;
 create policy "the context can add ai settings" on cajex.ai_settings
   for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
@@ -35,6 +46,13 @@ create policy "ai and billing readers can read ai usage" on cajex.ai_usage
                     and ((select cajex.has_permission('ai.configure'))
                          or (select cajex.has_permission('billing.read'))));
 
+-- ai_settle adds to a day's row with insert ... on conflict do update, which
+-- must read the row it adds to, whoever asked (see the settings above).
+drop policy if exists "the ai functions can read the context's ai usage" on cajex.ai_usage;
+create policy "the ai functions can read the context's ai usage" on cajex.ai_usage
+  for select to cajex_owner
+  using (workspace_id = (select c.workspace_id from cajex_private.context c));
+
 drop policy if exists "the context can record ai usage" on cajex.ai_usage;
 create policy "the context can record ai usage" on cajex.ai_usage
   for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
@@ -45,7 +63,8 @@ create policy "the context can add to ai usage" on cajex.ai_usage
   using (workspace_id = (select c.workspace_id from cajex_private.context c))
   with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
-grant select on cajex.ai_settings, cajex.ai_usage, cajex.ai_budget_counters to cajex_app;
+grant select on cajex.ai_settings, cajex.ai_usage, cajex.ai_budget_counters, cajex.ai_reservations
+  to cajex_app;
 
 grant execute on function
   cajex.ai_update_settings(jsonb, bytea, text),
