@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import threading
 
 import structlog
 
@@ -55,13 +56,16 @@ class _Tee:
         # Unbuffered appends of whole lines: several processes share the file,
         # and O_APPEND keeps each single write of a line in one piece.
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._pending = ""
+        # A partial line is kept per thread: print() writes a line and its
+        # newline in two calls, and a pool thread may log in between.
+        self._local = threading.local()
 
     def write(self, text: str) -> int:
-        self._pending += text
-        if "\n" in self._pending:
-            complete, _, self._pending = self._pending.rpartition("\n")
+        pending = getattr(self._local, "pending", "") + text
+        if "\n" in pending:
+            complete, _, pending = pending.rpartition("\n")
             os.write(self._fd, (complete + "\n").encode())
+        self._local.pending = pending
         return self._stream.write(text)
 
     def flush(self) -> None:
