@@ -14,6 +14,15 @@ APP_ROLES = ("cajex_app", "cajex_api", "cajex_authenticator", "cajex_anon")
 #: context by reading sessions, memberships and the signing key, which the
 #: request roles cannot (db/functions/000_context.sql).
 TRUSTED_VIEWS = ("cajex_private.context",)
+#: Platform tables that name a workspace but are keyed platform-wide on
+#: purpose, each with the reason. Only the key check skips them: they still
+#: need RLS forced, and no request role may read them.
+PLATFORM_KEYED_TABLES = {
+    # An email domain routes "Sign in with SSO" to exactly one connection on
+    # the whole platform, so its key is the domain. Written only by a definer
+    # trigger on cajex.sso_domains; a Citus reference table.
+    "cajex_private.sso_domain_routes": "a domain routes to one connection platform-wide",
+}
 #: What a workspace-scoped policy must read: the verified context.
 CONTEXT_PATTERN = r"cajex_private\.context\y|cajex\.current_workspace_id\(\)"
 #: Schemas the audit ignores: PostgreSQL's own and the extensions'.
@@ -62,6 +71,7 @@ CHECKS: dict[str, tuple[str, str]] = {
         join pg_index i on i.indrelid = o.oid and (i.indisunique or i.indisprimary)
         join pg_class ic on ic.oid = i.indexrelid
         where i.indkey[0] <> o.attnum
+          and o.name <> all (%(platform_keyed)s)
         """,
     ),
     "foreign_key_without_workspace": (
@@ -164,6 +174,7 @@ def audit(conn) -> list[Finding]:
             {
                 "app_roles": list(APP_ROLES),
                 "trusted_views": list(TRUSTED_VIEWS),
+                "platform_keyed": list(PLATFORM_KEYED_TABLES),
                 "context_pattern": CONTEXT_PATTERN,
             },
         ).fetchall():

@@ -18,8 +18,12 @@ _register_areas()
 def run_doctor(url: str):
     """Run `cajex db doctor` against `url`; (exit code, output lines)."""
     result = CliRunner().invoke(cli, ["db", "doctor", "--database-url", url])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result.exit_code, [line for line in result.output.splitlines() if line.strip()]
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        result.output
+    )
+    return result.exit_code, [
+        line for line in result.output.splitlines() if line.strip()
+    ]
 
 
 def findings_of(lines: list[str], check: str) -> list[str]:
@@ -31,6 +35,24 @@ def test_can_pass_the_audit_on_a_migrated_database(db_urls):
     code, lines = run_doctor(db_urls["admin"])
     assert code == 0, "\n".join(lines)
     assert lines[-1] == "isolation audit: clean"
+
+
+@pytest.mark.parametrize("table", sorted(doctor.PLATFORM_KEYED_TABLES))
+def test_cannot_read_a_platform_keyed_table_as_a_request_role(admin_conn, table):
+    """A table the key check exempts is still under forced RLS and unreadable to requests."""
+    schema, name = table.split(".")
+    row = admin_conn.execute(
+        "select c.relrowsecurity and c.relforcerowsecurity from pg_class c"
+        " join pg_namespace n on n.oid = c.relnamespace where n.nspname = %s and c.relname = %s",
+        (schema, name),
+    ).fetchone()
+    assert row == (True,)
+    for role in doctor.APP_ROLES:
+        (readable,) = admin_conn.execute(
+            "select has_table_privilege(%s, %s, 'select, insert, update, delete')",
+            (role, table),
+        ).fetchone()
+        assert readable is False, f"{role} can reach {table}"
 
 
 # Each case: the finding kind, the SQL that creates one bad object, the name the
