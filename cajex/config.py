@@ -38,6 +38,8 @@ class Settings:
     stripe_api_key: str = ""
     stripe_api_base: str = ""
     stripe_webhook_secrets: tuple[str, ...] = ()
+    #: Plan code -> Stripe price id, from STRIPE_PRICE_<PLAN> (cajex.billing).
+    stripe_prices: dict = dataclasses.field(default_factory=dict)
     s3_endpoint_url: str = ""
     s3_bucket: str = ""
     pool_min: int = 2
@@ -84,6 +86,11 @@ def from_env(**overrides) -> Settings:
         stripe_webhook_secrets=tuple(
             s for s in env.get("STRIPE_WEBHOOK_SECRETS", "").split(",") if s
         ),
+        stripe_prices={
+            k[len("STRIPE_PRICE_") :].lower(): v
+            for k, v in env.items()
+            if k.startswith("STRIPE_PRICE_") and v
+        },
         s3_endpoint_url=env.get("CAJEX_S3_ENDPOINT_URL", ""),
         s3_bucket=env.get("CAJEX_S3_BUCKET", ""),
     )

@@ -13,6 +13,13 @@ import pytest
 from pytest_postgresql import factories
 
 from cajex.testing import services
+from cajex.testing.billing import (  # noqa: F401  (fixtures)
+    billing_app,
+    billing_settings,
+    localstripe,
+    stripe_counter,
+)
+from cajex.testing.workspaces import live_server, mail_worker  # noqa: F401  (fixtures)
 
 TEMPLATE_DB = "cajex_tests"
 

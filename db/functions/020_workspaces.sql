@@ -170,9 +170,9 @@ stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select count(*)::integer
-  from cajex.memberships m
-  where m.workspace_id = p_workspace_id and m.status = 'active';
+  -- The counter the seat trigger keeps (functions/500): never a recount.
+  select coalesce((select b.seats_used from cajex.workspace_billing b
+                   where b.workspace_id = p_workspace_id), 0);
 $$;
 alter function cajex.seat_count(uuid) owner to cajex_definer;
 
@@ -252,7 +252,11 @@ as $$
     select p_feature = any (p.features)
     from cajex.workspaces w
     join cajex.plans p on p.code = w.plan
-    where w.id = (select cajex.current_workspace_id())), false);
+    where w.id = (select cajex.current_workspace_id())), false)
+    -- A workspace limited for non-payment (functions/500) has AI paused.
+    and not (p_feature = 'ai' and exists (
+      select from cajex.workspace_billing b
+      where b.workspace_id = (select cajex.current_workspace_id()) and b.grace_until <= now()));
 $$;
 
 create or replace function cajex_private.require_feature(p_feature text)
@@ -287,6 +291,13 @@ begin
   select p.max_seats into v_max
   from cajex.workspaces w join cajex.plans p on p.code = w.plan
   where w.id = p_workspace_id;
+  -- Past the grace period of a failed payment: no new seats on any plan.
+  if exists (select from cajex.workspace_billing b
+             where b.workspace_id = p_workspace_id and b.grace_until <= now()) then
+    raise exception 'a payment failed and the grace period is over: no new seats until it is paid'
+      using errcode = 'CXPLN', detail = 'payment',
+        hint = 'Update the card in the billing portal.';
+  end if;
   if v_max is null then
     return;
   end if;

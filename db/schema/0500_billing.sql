@@ -38,6 +38,8 @@ create table cajex.workspace_billing (
   synced_sequence bigint not null default 0,
   stripe_customer_id text check (char_length(stripe_customer_id) between 1 and 255),
   stripe_subscription_id text check (char_length(stripe_subscription_id) between 1 and 255),
+  -- The subscription's one item, whose quantity is the seat count.
+  stripe_item_id text check (char_length(stripe_item_id) between 1 and 255),
   subscription_status text check (subscription_status in (
     'incomplete', 'incomplete_expired', 'trialing', 'active', 'past_due', 'canceled',
     'unpaid', 'paused')),
