@@ -386,6 +386,7 @@ declare
   v_limit bigint;
   v_used bigint;
   v_reserved bigint;
+  v_notified timestamptz;
 begin
   perform cajex_private.require_permission('ai.use');
   select * into v_set from cajex.ai_settings s where s.workspace_id = v_ws;
@@ -395,7 +396,8 @@ begin
   end if;
   v_start := cajex_private.ai_period_start(v_set.budget_period);
   v_limit := cajex_private.ai_period_limit(v_set.budget_tokens);
-  select c.used_tokens, c.reserved_tokens into v_used, v_reserved from cajex.ai_budget_counters c
+  select c.used_tokens, c.reserved_tokens, c.notified_at into v_used, v_reserved, v_notified
+  from cajex.ai_budget_counters c
   where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all';
   return jsonb_build_object(
     'plan_allows', cajex.workspace_has_feature('ai'),
@@ -410,9 +412,10 @@ begin
     'budget_tokens', v_limit,
     'used_tokens', coalesce(v_used, 0),
     'reserved_tokens', coalesce(v_reserved, 0),
-    -- Paused: not even the smallest call fits what is left of the period,
-    -- i.e. the answer limit plus the gateway's fixed 64-token input
-    -- overhead (cajex.ai.gateway.estimate_input_tokens).
-    'paused', coalesce(v_used, 0) + v_set.max_output_tokens + 64 > v_limit);
+    -- Paused: the budget refused a request this period (and was not changed
+    -- since: a change re-arms the notice), or not even the smallest request
+    -- fits what is left, i.e. the answer limit plus the gateway's fixed
+    -- 64-token input overhead (cajex.ai.gateway.estimate_input_tokens).
+    'paused', v_notified is not null or coalesce(v_used, 0) + v_set.max_output_tokens + 64 > v_limit);
 end;
 $$;
