@@ -218,6 +218,25 @@ as $$
 $$;
 alter function cajex_private.outbox_job_done(bigint) owner to cajex_definer;
 
+-- A job about to commit its effect in the database: lock its outbox row and
+-- say whether the effect is still to be made. False when the job is done
+-- already: a worker presumed dead (its lease ran out, the job ran again)
+-- woke up late. Call it in the effect's own transaction, and mark the job
+-- done in that same transaction; the row lock orders two racing attempts,
+-- and the later one sees the earlier one's done_at.
+create or replace function cajex_private.take_outbox_effect(p_id bigint)
+returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform from cajex.outbox o where o.id = p_id and o.done_at is null for update;
+  return found;
+end;
+$$;
+alter function cajex_private.take_outbox_effect(bigint) owner to cajex_definer;
+
 -- The heartbeat job's effect: one audit event, and the job marked done in
 -- the same transaction (so a retry after a crash writes it once).
 create or replace function cajex_private.record_heartbeat(p_job_id bigint)
@@ -229,6 +248,11 @@ as $$
 begin
   if (select cajex.current_member_role()) is distinct from 'system' then
     raise exception 'only a job records a heartbeat' using errcode = 'CXFBD';
+  end if;
+  -- A worker presumed dead may still be running this job after its retry
+  -- finished: its effect must not land a second time.
+  if not cajex_private.take_outbox_effect(p_job_id) then
+    return;
   end if;
   perform cajex_private.write_audit('system.heartbeat', 'job', p_job_id::text, '{}'::jsonb);
   perform cajex_private.finish_outbox_job(p_job_id, null);

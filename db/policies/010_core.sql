@@ -232,8 +232,11 @@ grant execute on function
   cajex_private.release_outbox(bigint[]),
   cajex_private.finish_outbox_job(bigint, text),
   cajex_private.outbox_lag(),
-  cajex_private.outbox_job_done(bigint)
+  cajex_private.outbox_job_done(bigint),
+  cajex_private.take_outbox_effect(bigint)
   to cajex_app;
+-- Business functions (owned by cajex_owner) fence their jobs' effects too.
+grant execute on function cajex_private.take_outbox_effect(bigint) to cajex_owner;
 
 -- Functions called from inside other definer functions run as their owner:
 -- the definer role calls private helpers, never the request roles.
