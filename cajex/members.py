@@ -184,7 +184,7 @@ def render_permissions_doc(conn) -> str:
         "- Only the owner grants or withdraws the admin role, and removes an admin.",
         "- The owner's role changes only by transferring ownership; the owner can",
         "  neither leave nor be removed before transferring.",
-        "- Moving projects needs admin or owner in both workspaces of the organisation.",
+        "- Moving projects needs `project.move` in both workspaces of the organisation.",
         "- Any member may leave a workspace.",
         "",
     ]

@@ -63,7 +63,10 @@ begin
     outcome := 'already_invited';
     return;
   end if;
-  -- Pending invitations hold a seat each.
+  -- Pending invitations hold a seat each. The workspace row is locked, so
+  -- two admins inviting at once cannot both take the last seat (re-entrant:
+  -- a bulk list takes the lock once for its transaction).
+  perform from cajex.workspaces w where w.id = v_ws for no key update;
   select count(*)::integer into v_pending from cajex.invitations i
   where i.workspace_id = v_ws and i.status = 'pending' and i.expires_at > now();
   begin
@@ -206,6 +209,8 @@ begin
   end if;
   if not exists (select from cajex.memberships m
                  where m.workspace_id = v_ws.id and m.user_id = v_user and m.status = 'active') then
+    -- Locked, so concurrent acceptances count seats one after the other.
+    perform from cajex.workspaces w where w.id = v_ws.id for no key update;
     perform cajex_private.require_seat(v_ws.id, 1);
     insert into cajex.memberships (workspace_id, user_id, role)
     values (v_ws.id, v_user, v_inv.role)
@@ -662,9 +667,34 @@ $$;
 alter function cajex.public_logo(text) owner to cajex_definer;
 
 --------------------------------------------------------------------------------
+-- Where the open workspace's projects may go: the other active workspaces
+-- of its organisation in which the caller's role holds project.move. Names
+-- only, as cajex.my_workspaces gives them.
+create or replace function cajex.project_move_targets()
+returns table (workspace_id uuid, slug text, name text)
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select w.id, w.slug, w.name
+  from cajex.workspaces w
+  join cajex.memberships m on m.workspace_id = w.id
+  join cajex.role_permissions rp on rp.role = m.role and rp.permission = 'project.move'
+  where m.user_id = (select cajex.current_user_id())
+    and m.status = 'active'
+    and w.status = 'active'
+    and w.id <> (select cajex.current_workspace_id())
+    and w.organisation_id = (select s.organisation_id from cajex.workspaces s
+                             where s.id = (select cajex.current_workspace_id()))
+  order by w.name, w.slug;
+$$;
+alter function cajex.project_move_targets() owner to cajex_definer;
+
 -- Moving projects between two workspaces of one organisation. The caller
--- acts in the source workspace's context and must be admin or owner of both
--- (checked against memberships here: the context covers one workspace
+-- acts in the source workspace's context and needs project.move in both
+-- (the source's from the context, the target's from the caller's membership
+-- there, read against the same matrix: the context covers one workspace
 -- only). Projects move with the rows of other tables that reference them by
 -- (workspace_id, project_id), in one transaction; an audit event is written
 -- in each workspace. Rows that reference those related rows in turn are not
@@ -686,6 +716,7 @@ begin
   if v_user is null or v_source is null then
     raise exception 'no workspace is open for this request' using errcode = 'CXNCX';
   end if;
+  perform cajex_private.require_permission('project.move');
   if p_project_ids is null or cardinality(p_project_ids) = 0 or cardinality(p_project_ids) > 1000 then
     raise exception 'choose 1 to 1000 projects' using errcode = 'CXINV', detail = 'projects';
   end if;
@@ -693,13 +724,13 @@ begin
   where w.slug = p_target_slug and w.status = 'active'
     and w.organisation_id = (select s.organisation_id from cajex.workspaces s where s.id = v_source)
     and w.id <> v_source;
-  -- Admin or owner in both, read from memberships (locked, so a concurrent
-  -- removal waits for the move or the move sees it).
-  if v_target.id is null or (
-       select count(*) from cajex.memberships m
-       where m.user_id = v_user and m.status = 'active' and m.role in ('owner', 'admin')
-         and m.workspace_id in (v_source, v_target.id)) <> 2 then
-    raise exception 'no workspace of this organisation where you are an admin has that address'
+  -- project.move in the target too; the same answer as for a workspace that
+  -- does not exist, so the call reveals nothing about other organisations.
+  if v_target.id is null or not exists (
+       select from cajex.memberships m
+       join cajex.role_permissions rp on rp.role = m.role and rp.permission = 'project.move'
+       where m.user_id = v_user and m.status = 'active' and m.workspace_id = v_target.id) then
+    raise exception 'no workspace of this organisation where you may move projects has that address'
       using errcode = 'CXNFD', detail = 'target';
   end if;
   perform from cajex.workspaces w where w.id in (v_source, v_target.id) order by w.id for update;

@@ -66,6 +66,7 @@ grant execute on function
   cajex.public_branding(text),
   cajex.public_branding_by_id(uuid),
   cajex.public_logo(text),
+  cajex.project_move_targets(),
   cajex.move_projects(text, uuid[])
   to cajex_app;
 grant execute on all functions in schema cajex_private to cajex_definer;

@@ -70,3 +70,14 @@ create table cajex.workspace_branding (
 );
 alter table cajex.workspace_branding enable row level security;
 alter table cajex.workspace_branding force row level security;
+
+--------------------------------------------------------------------------------
+-- The matrix rows of this area that the core file does not have: moving
+-- projects to another workspace of the same organisation, which needs the
+-- permission in both workspaces (cajex.move_projects checks the second one
+-- against this same table).
+alter table cajex.role_permissions no force row level security;
+insert into cajex.role_permissions (permission, role) values
+  ('project.move', 'owner'),
+  ('project.move', 'admin');
+alter table cajex.role_permissions force row level security;

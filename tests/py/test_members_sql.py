@@ -1,6 +1,6 @@
-"""Members in SQL: the permission matrix cell by cell, invitations (with the
-hostile cases), roles, removal, leaving, ownership and moving projects. Each
-allow sits beside a deny from another workspace."""
+"""Members in SQL: invitations (with the hostile cases), roles, removal,
+leaving, ownership and moving projects. Each allow sits beside a deny from
+another workspace. The permission matrix is in test_members_matrix.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import psycopg
 import pytest
 
 from cajex import members
-from cajex.members import ALL_ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = "http://cajex.test"
@@ -41,115 +40,6 @@ def accept(world, user, slug, token):
         return conn.execute(
             "select * from cajex.accept_invitation(%s, %s)", (slug, members.token_hash(token))
         ).fetchone()
-
-
-# -- the matrix -----------------------------------------------------------------
-
-EXPECTED = {
-    "project.read": {"owner", "admin", "member", "viewer", "system"},
-    "project.write": {"owner", "admin", "member", "system"},
-    "member.read": {"owner", "admin", "member", "viewer", "system"},
-    "member.invite": {"owner", "admin", "system"},
-    "member.change_role": {"owner", "admin", "system"},
-    "member.remove": {"owner", "admin", "system"},
-    "ownership.transfer": {"owner"},
-    "branding.change": {"owner", "admin"},
-    "billing.manage": {"owner", "system"},
-    "billing.read": {"owner", "admin", "system"},
-    "ai.configure": {"owner", "admin"},
-    "ai.use": {"owner", "admin", "member", "system"},
-    "sso.configure": {"owner", "admin"},
-    "scim.configure": {"owner", "admin"},
-    "export.request": {"owner", "admin"},
-    "audit.read": {"owner", "admin", "system"},
-    "workspace.settings": {"owner", "admin"},
-    "workspace.delete": {"owner"},
-}
-CELLS = [(p, r) for p in sorted(EXPECTED) for r in ALL_ROLES]
-
-
-@pytest.fixture
-def staffed(world):
-    """A workspace with one member of every role, and a second workspace."""
-    ws = world.workspace(plan="pro")
-    people = {"owner": ws.owner}
-    for role in ("admin", "member", "viewer"):
-        people[role] = world.member(ws, role=role)
-    other = world.workspace(plan="pro")
-    return ws, people, other
-
-
-def _check(world, staffed, permission, role):
-    """What cajex_private.require_permission answers for `role` (run as the
-    superuser, which may call the private function, inside that role's
-    verified context); cajex.has_permission, which policies use, must agree."""
-    ws, people, other = staffed
-    conn = staffed_conn(world)
-    ctx = world.as_job(ws, conn=conn) if role == "system" else world.as_user(people[role], ws, conn=conn)
-    with ctx as (c, opened):
-        assert opened.workspace_id == ws.id
-        has = c.execute("select cajex.has_permission(%s) as ok", (permission,)).fetchone()["ok"]
-        try:
-            with c.transaction():
-                c.execute("select cajex_private.require_permission(%s)", (permission,))
-            allowed = True
-        except psycopg.Error as exc:
-            if exc.sqlstate != "CXFBD":
-                raise
-            allowed = False
-    assert has == allowed
-    return allowed
-
-
-def staffed_conn(world):
-    if not hasattr(world, "_members_superuser"):
-        from psycopg.rows import dict_row
-
-        world._members_superuser = psycopg.connect(world.admin_url, row_factory=dict_row)
-    return world._members_superuser
-
-
-@pytest.mark.parametrize("permission,role", CELLS, ids=[f"{p}-{r}" for p, r in CELLS])
-def test_permission_matrix_cell(world, staffed, permission, role):
-    # Checked as that role through the SQL function the business functions use.
-    expected = role in EXPECTED[permission]
-    if role == "system" and permission.split(".")[0] in ("sso", "scim", "export", "ai"):
-        with world.as_user(world.user()) as (conn, _):
-            expected = role in members.permission_matrix(conn)[1][permission]
-    assert _check(world, staffed, permission, role) == expected
-
-
-def test_the_core_rows_of_the_matrix_are_as_documented(world):
-    with world.as_user(world.user()) as (conn, _):
-        _, matrix = members.permission_matrix(conn)
-    for permission, roles in EXPECTED.items():
-        # Other areas may let their jobs ('system') do more; people's roles are fixed.
-        assert matrix[permission] - {"system"} == roles - {"system"}, permission
-
-
-def test_every_row_of_the_table_is_what_the_check_answers(world, staffed):
-    """The permissions other areas add are covered too, cell by cell."""
-    with world.as_user(world.user()) as (conn, _):
-        permissions, matrix = members.permission_matrix(conn)
-    for permission in permissions:
-        for role in ALL_ROLES:
-            assert _check(world, staffed, permission, role) == (role in matrix[permission]), (
-                permission, role)
-
-
-def test_permissions_doc_matches_the_table(world):
-    with world.as_user(world.user()) as (conn, _):
-        text = members.render_permissions_doc(conn)
-    committed = (ROOT / "docs" / "permissions.md").read_text()
-    assert committed == text, "run: cajex members permissions-doc"
-
-
-def test_a_role_in_one_workspace_grants_nothing_in_another(world, staffed):
-    ws, people, other = staffed
-    with world.as_user(people["admin"], other) as (conn, opened):
-        assert opened.workspace_id is None
-        with raises_sql("CXNCX"):
-            invite(conn, ws.slug, "sneaky@example.test")
 
 
 # -- invitations ------------------------------------------------------------------

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import uuid
 
+from cajex.web.middleware import (
+    json_body,
+    parse_uuid,
+    pool,
+    register_nav,
+    user_transaction,
+    workspace_view,
+)
 from flask import (
     Blueprint,
     Response,
@@ -25,9 +33,8 @@ from flask import (
 )
 from flask_login import current_user
 
-from cajex import log, members
+from cajex import branding, log, members
 from cajex.errors import AppError
-from cajex.web.middleware import json_body, parse_uuid, pool, register_nav, user_transaction, workspace_view
 
 bp = Blueprint("members", __name__, url_prefix="/w/<slug>")
 _logger = log.get("cajex.members")
@@ -142,7 +149,12 @@ def _bulk_rows_from_request() -> list[members.BulkRow]:
     upload = request.files.get("file")
     default_role = request.form.get("role", "member")
     if upload is not None and upload.filename:
-        raw = upload.read(members.MAX_BULK_ROWS * 400 + 1)
+        limit = members.MAX_BULK_ROWS * 400
+        raw = upload.read(limit + 1)
+        if len(raw) > limit:
+            # Cut off, a file would lose its last rows silently: refuse it.
+            raise members.BulkListError(
+                "too_large", f"a list has at most {members.MAX_BULK_ROWS} rows; split the file and upload the parts")
         return members.parse_bulk(raw, default_role)
     return members.parse_bulk(request.form.get("list", ""), default_role)
 
@@ -287,9 +299,8 @@ def join(slug, token):
     invitation = _preview(slug, token)
     if invitation is None:
         raise AppError(404, "not_found", "this invitation does not exist")
-    from cajex.web.views import branding as branding_view
-
-    brand = branding_view.public_branding(slug)
+    with pool().connection() as conn:
+        brand = branding.for_slug(conn, slug)
     if not current_user.is_authenticated:
         session[PENDING_KEY] = {"slug": slug, "token": token}
         return render_template("members/join.html", invitation=invitation, token=token, signed_in=False,

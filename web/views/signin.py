@@ -124,7 +124,10 @@ def request_magic_link():
     token = secrets.token_urlsafe(32)
     token_hash = hashlib.sha256(token.encode()).digest()
     # Built from the configured public address, never from the Host header.
-    link = settings().public_url.rstrip("/") + url_for("signin.magic_link", token=token)
+    # `next` travels in the link, so a person who asked for it on the way to
+    # somewhere (an invitation) lands there, even in another browser.
+    next_path = _safe_next(request.form.get("next")) or None
+    link = settings().public_url.rstrip("/") + url_for("signin.magic_link", token=token, next=next_path)
     ttl = _settings_int("magic_link_ttl_minutes", MAGIC_LINK_TTL_MINUTES)
     with pool().connection() as conn:
         status = conn.execute(
@@ -153,7 +156,8 @@ def magic_link(token: str):
     token_hash = _token_hash(token)
     with pool().connection() as conn:
         conn.execute("select cajex_private.check_magic_link(%s)", (token_hash,))
-    return render_template("signin/confirm_link.html", token=token)
+    return render_template("signin/confirm_link.html", token=token,
+                           next=_safe_next(request.args.get("next")))
 
 
 @bp.post("/login/magic/<token>")
@@ -165,7 +169,7 @@ def use_magic_link(token: str):
         ).fetchone()["u"]
         auth.start_session(conn, user_id, "magic_link")
     _logger.info("signin.signed_in", method="magic_link", user_id=str(user_id))
-    return redirect(url_for("home.index"))
+    return redirect(_safe_next(request.args.get("next")) or url_for("home.index"))
 
 
 # ---------------------------------------------------------------------------
