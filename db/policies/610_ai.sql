@@ -2,10 +2,13 @@
 -- Settings (even the sealed key) and the usage record are for those who
 -- configure AI or read billing; members learn on/off through cajex.ai_status().
 
+-- The data key rotation job (secrets.rotate) reads the sealed key to
+-- re-encrypt it (cajex.crypto.rotate_workspace_key).
 drop policy if exists "ai admins can read their ai settings" on cajex.ai_settings;
 create policy "ai admins can read their ai settings" on cajex.ai_settings
   for select using (workspace_id = (select c.workspace_id from cajex_private.context c)
-                    and (select cajex.has_permission('ai.configure')));
+                    and ((select cajex.has_permission('ai.configure'))
+                         or (select cajex.has_permission('secrets.rotate'))));
 
 -- The AI functions (security definer, owned by cajex_owner and bound by the
 -- forced RLS) read the settings for any member: ai_reserve needs the model

@@ -260,6 +260,39 @@ def test_settings_show_only_the_last_four(world, two, master, fake):
     assert KEY.encode() not in bytes(raw)
 
 
+def test_key_rotations_keep_the_provider_key_usable(world, two, master, fake):
+    a, b = two
+    configure(world, a, master, fake)
+    configure(world, b, master, fake)
+    result = crypto.rotate_workspace_key(lambda: world.as_job(a, "keys"), master, a.id)
+    assert result["version"] == 2 and result["reencrypted"] == 1
+    new = crypto.Keyring(crypto.LocalMasterKey(os.urandom(32)), (master.current,))
+    assert crypto.rotate_master(world.admin, new) == 3  # a's two versions, b's one
+    only_new = crypto.Keyring(new.current)
+    assert ask(world, a, only_new).text and ask(world, b, only_new).text
+    assert [r["key"] for r in fake.requests] == [KEY, KEY]
+    with pytest.raises(AppError) as err:
+        ask(world, a, master)  # the old master alone opens nothing now
+    assert err.value.code == "ai_not_configured"
+
+
+def test_destroyed_keys_leave_the_stored_provider_key_unreadable(world, two, master, fake):
+    a, _ = two
+    configure(world, a, master, fake)
+    world.admin.execute("update cajex.workspaces set status = 'deleted', deleted_at = now(),"
+                        " purge_after = now() - interval '1 day' where id = %s", (a.id,))
+    with world.app_connection() as conn:
+        assert crypto.destroy_workspace_keys(conn, a.id) == 1
+        conn.commit()
+    world.admin.execute("update cajex.workspaces set status = 'active', deleted_at = null,"
+                        " purge_after = null where id = %s", (a.id,))
+    with pytest.raises(AppError) as err:
+        ask(world, a, master)
+    assert err.value.code == "ai_not_configured" and fake.requests == []
+    [row] = counters(world, a)
+    assert row["reserved_tokens"] == 0 and row["used_tokens"] == 0
+
+
 # -- isolation (SQL) -------------------------------------------------------------
 
 

@@ -304,20 +304,31 @@ def test_purge_destroys_keys_and_secrets_become_unreadable(world, two, master):
     assert dec(world, b, master, blob_b) == b"bravo"
 
 
-def test_a_database_dump_holds_no_plaintext_key(world, two, master, db_urls):
+def test_a_database_dump_holds_no_plaintext_key(world, two, db_urls):
+    """The real pg_dump of the whole database (schema and data) holds no API key, data key or master key."""
+    from cajex.ai import settings as ai_settings
+
     a, _ = two
+    master_bytes = os.urandom(32)
+    master = crypto.Keyring(crypto.LocalMasterKey(master_bytes))
     secret = "sk-ant-PLAINTEXT-never-in-a-dump-" + os.urandom(8).hex()
-    blob = enc(world, a, master, secret)
-    world.admin.execute("create table cajex_private.dump_probe (workspace_id uuid, v bytea)")
-    world.admin.execute("insert into cajex_private.dump_probe values (%s, %s)", (a.id, blob))
-    dump = subprocess.run(["pg_dump", "--data-only", db_urls["admin"]], capture_output=True,
+    with world.as_user(a.owner, a) as (conn, _):
+        ai_settings.save(conn, master, a.id, {"budget_tokens": 1000}, api_key=secret)
+    stored = world.admin.execute("select api_key, api_key_last4 from cajex.ai_settings"
+                                 " where workspace_id = %s", (a.id,)).fetchone()
+    assert stored["api_key"] is not None and stored["api_key_last4"] == "…" + secret[-4:]
+    dump = subprocess.run(["pg_dump", "--no-owner", db_urls["admin"]], capture_output=True,
                           check=True).stdout
-    assert dump, "pg_dump wrote nothing"
-    assert secret.encode() not in dump
+    assert b"cajex.ai_settings" in dump and b"cajex.workspace_keys" in dump
+    assert secret.encode() not in dump and secret[:-4].encode() not in dump
+    # Nor anything that would open it: the data key (raw, hex or base64) or the master key.
     data_key = master.unwrap(bytes(world.admin.execute(
-        "select wrapped_key from cajex.workspace_keys where workspace_id = %s", (a.id,)).fetchone()["wrapped_key"]))
-    for form in (data_key, data_key.hex().encode(), master.current._aead.__class__.__name__.encode() * 0):
-        if form:
+        "select wrapped_key from cajex.workspace_keys where workspace_id = %s",
+        (a.id,)).fetchone()["wrapped_key"]))
+    import base64
+
+    for key in (data_key, master_bytes):
+        for form in (key, key.hex().encode(), base64.b64encode(key)):
             assert form not in dump
 
 
