@@ -260,8 +260,11 @@ class Attr:
     """A filterable attribute: its SQL expression and type.
 
     `expr` is fixed SQL text naming columns of the resource query; `kind` is
-    'string' (case-insensitive), 'exact' (case-sensitive string), 'bool',
-    'datetime' or 'uuid'. `multi` names a multi-valued attribute whose rows
+    'string' (case-insensitive), 'folded' (case-insensitive, over a column
+    that already holds lower(value): the condition `col = lower($1)` is
+    leakproof, so under RLS it can be an index condition where
+    `lower(col) = lower($1)` cannot), 'exact' (case-sensitive string),
+    'bool', 'datetime' or 'uuid'. `multi` names a multi-valued attribute whose rows
     come from `multi_from` (an SQL set of elements called `e`).
     """
 
@@ -400,6 +403,8 @@ class _Compiler:
         text = str(value)
         if attr.kind == "string":
             left, right = sql.SQL("lower({})").format(col), sql.SQL("lower({})")
+        elif attr.kind == "folded":
+            left, right = col, sql.SQL("lower({})")
         else:
             left, right = col, sql.SQL("{}")
         if op in _SQL_OPS:

@@ -252,7 +252,7 @@ begin
   perform cajex_private.scim_check_user(p);
   v_active := coalesce((p ->> 'active')::boolean, true);
   if exists (select from cajex.scim_users su
-             where su.workspace_id = v_ws and lower(su.user_name) = lower(btrim(p ->> 'user_name'))) then
+             where su.workspace_id = v_ws and su.user_name_folded = lower(btrim(p ->> 'user_name'))) then
     raise exception 'a user with that userName exists' using errcode = 'CXDUP', detail = 'userName';
   end if;
   v_email := coalesce(nullif(p ->> 'email', ''), btrim(p ->> 'user_name'));
@@ -316,7 +316,7 @@ begin
   end if;
   if exists (select from cajex.scim_users su
              where su.workspace_id = v_ws and su.id <> p_id
-               and lower(su.user_name) = lower(btrim(p ->> 'user_name'))) then
+               and su.user_name_folded = lower(btrim(p ->> 'user_name'))) then
     raise exception 'a user with that userName exists' using errcode = 'CXDUP', detail = 'userName';
   end if;
   update cajex.scim_users su
@@ -435,7 +435,7 @@ begin
     raise exception 'displayName is required (1 to 256 characters)' using errcode = 'CXINV', detail = 'displayName';
   end if;
   if exists (select from cajex.scim_groups g
-             where g.workspace_id = v_ws and lower(g.display_name) = lower(btrim(p ->> 'display_name'))) then
+             where g.workspace_id = v_ws and g.display_name_folded = lower(btrim(p ->> 'display_name'))) then
     raise exception 'a group with that displayName exists' using errcode = 'CXDUP', detail = 'displayName';
   end if;
   v_members := cajex_private.scim_member_ids(v_ws, p -> 'members');
@@ -483,7 +483,7 @@ begin
     end if;
     if exists (select from cajex.scim_groups g
                where g.workspace_id = v_ws and g.id <> p_id
-                 and lower(g.display_name) = lower(btrim(p ->> 'display_name'))) then
+                 and g.display_name_folded = lower(btrim(p ->> 'display_name'))) then
       raise exception 'a group with that displayName exists' using errcode = 'CXDUP', detail = 'displayName';
     end if;
   end if;
