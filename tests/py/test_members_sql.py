@@ -409,3 +409,43 @@ def test_move_needs_admin_in_both_and_same_organisation(world):
     with world.as_user(src.owner, src) as (conn, _):
         with raises_sql("CXNFD"):
             conn.execute("select cajex.move_projects(%s, %s)", (sibling.slug, [other["id"]]))
+
+
+def test_concurrent_acceptances_cannot_overfill_the_plan(world):
+    """Two invitations from when the plan was bigger, one seat left: accepted
+    at the same instant on two connections, exactly one gets in."""
+    ws = world.workspace(plan="free")  # three seats
+    world.member(ws)
+    people = [world.user(), world.user()]
+    tokens = []
+    for person in people:
+        token, digest = members.new_token()
+        world.admin.execute(
+            "insert into cajex.invitations (workspace_id, email, role, token_hash, expires_at)"
+            " values (%s, %s, 'member', %s, now() + interval '1 day')",
+            (ws.id, person.email, digest),
+        )
+        tokens.append(token)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def attempt(person, token):
+        conn = world.app_connection()
+        try:
+            with world.as_user(person, conn=conn) as (c, _):
+                barrier.wait()
+                c.execute("select * from cajex.accept_invitation(%s, %s)", (ws.slug, members.token_hash(token)))
+            outcomes.append("ok")
+        except psycopg.Error as exc:
+            outcomes.append(exc.sqlstate or "error")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=attempt, args=pair) for pair in zip(people, tokens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["CXPLN", "ok"], outcomes
+    seats = world.admin.execute("select cajex.seat_count(%s) as n", (ws.id,)).fetchone()["n"]
+    assert seats == 3
