@@ -19,9 +19,16 @@ MIN_SIDE = 16
 #: Decompression bombs: refuse anything above this many pixels before decoding.
 MAX_PIXELS = 4096 * 4096
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-DEFAULT_PRIMARY = "#1f4e79"
-DEFAULT_ACCENT = "#c2410c"
+# The product's own colours (web/static/app.css), for a workspace without branding.
+DEFAULT_PRIMARY = "#2457c5"
+DEFAULT_ACCENT = "#0f766e"
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$")
+#: Cache-Control of the public logo and theme addresses. A versioned address
+#: (?v= matches the current logo or theme) never changes content, so browsers
+#: and mail proxies may keep it for a year; any other is re-checked after
+#: five minutes.
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=300"
 #: WCAG 2.x AA for normal text.
 MIN_CONTRAST = 4.5
 
@@ -42,9 +49,16 @@ class Logo:
 
 
 def process_logo(raw: bytes) -> Logo:
-    """Decode, check and re-encode an uploaded logo, or raise LogoError."""
+    """Decode, check and re-encode an uploaded logo, or raise LogoError.
+
+    Costs one decode and one encode of at most MAX_SIDE x MAX_SIDE pixels
+    (tens of milliseconds); the pixel count is checked from the header before
+    any pixel is decoded, so a small file claiming huge dimensions costs
+    nothing.
+    """
     from PIL import Image
 
+    configure_pillow()
     if not raw:
         raise LogoError("empty", "choose an image file")
     if len(raw) > MAX_LOGO_BYTES:
@@ -56,6 +70,8 @@ def process_logo(raw: bytes) -> Logo:
         with Image.open(io.BytesIO(raw)) as probe:
             fmt = probe.format
             width, height = probe.size
+    except Image.DecompressionBombError:
+        raise LogoError("too_many_pixels", "that image has too many pixels for a logo") from None
     except Exception:
         raise LogoError("not_an_image", "that file is not a PNG, JPEG or WebP image") from None
     if fmt not in FORMATS:
@@ -187,6 +203,17 @@ class Branding:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def mail_keys(self) -> dict:
+        """The keys cajex.mail.branding_of reads (logo_url is absolute when
+        the Branding was built with the public address)."""
+        return {
+            "name": self.name,
+            "brand_color": self.primary,
+            "accent_color": self.accent,
+            "on_brand_color": self.on_brand,
+            "logo_url": self.logo_url,
+        }
+
 
 def _from_row(row: dict, public_url: str = "") -> Branding:
     primary = row["primary_colour"] or DEFAULT_PRIMARY
@@ -206,6 +233,12 @@ def _from_row(row: dict, public_url: str = "") -> Branding:
         stylesheet_url=f"{base}/theme.css?v={version}",
         version=version,
     )
+
+
+def default_branding(slug: str, name: str = "cajex") -> Branding:
+    """The product's own look, for an address with no active workspace."""
+    return _from_row({"workspace_id": "", "slug": slug, "name": name, "primary_colour": None,
+                      "accent_colour": None, "logo_sha256": None, "updated_at": None})
 
 
 def for_workspace(conn, workspace_id, public_url: str = "") -> Branding | None:
@@ -228,7 +261,7 @@ def _as_dict(conn, row) -> dict:
         return row
     cols = ["workspace_id", "slug", "name", "primary_colour", "accent_colour", "logo_type",
             "logo_sha256", "updated_at"]
-    return dict(zip(cols, row))
+    return dict(zip(cols, row, strict=True))
 
 
 def stylesheet(b: Branding) -> str:

@@ -22,7 +22,9 @@ _TEMPLATES = ROOT / "web" / "templates" / "email"
 
 #: Branding keys a workspace row may carry (added by the branding area);
 #: each is optional and absent ones fall back to the product's defaults.
-BRANDING_KEYS = ("name", "brand_name", "brand_color", "logo_url", "support_email")
+BRANDING_KEYS = ("name", "brand_name", "brand_color", "logo_url", "support_email",
+                 "accent_color", "on_brand_color")
+_COLOUR_DEFAULTS = {"brand_color": "#1f4b99", "accent_color": "#0f766e", "on_brand_color": "#ffffff"}
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(_TEMPLATES.parent)),
@@ -42,11 +44,15 @@ def branding_of(workspace_row: dict | None) -> dict:
     # Every key is present (None when unset) so templates can test any of them.
     brand = {k: row.get(k) or None for k in BRANDING_KEYS}
     brand["display_name"] = brand["brand_name"] or brand["name"] or "cajex"
-    color = str(brand.get("brand_color") or "")
-    # Only a plain hex colour reaches the style attribute.
-    if not (len(color) in (4, 7) and color.startswith("#")
-            and all(c in "0123456789abcdefABCDEF" for c in color[1:])):
-        brand["brand_color"] = "#1f4b99"
+    # Only a plain hex colour reaches a style attribute.
+    for key, default in _COLOUR_DEFAULTS.items():
+        color = str(brand.get(key) or "")
+        if not (len(color) in (4, 7) and color.startswith("#")
+                and all(c in "0123456789abcdefABCDEF" for c in color[1:])):
+            brand[key] = default
+    logo = str(brand.get("logo_url") or "")
+    if not logo.startswith(("https://", "http://")):
+        brand["logo_url"] = None
     return brand
 
 

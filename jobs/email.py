@@ -12,7 +12,7 @@ import uuid
 
 from cajex.jobs import registry
 
-from cajex import log, mail
+from cajex import branding, log, mail
 
 _logger = log.get("cajex.jobs.email")
 
@@ -26,10 +26,8 @@ def _branding(ctx: registry.JobContext, workspace_id: str | None) -> dict:
         return mail.branding_of(None)
     try:
         with ctx.pool.connection() as conn:
-            row = conn.execute(
-                "select cajex_private.email_branding(%s) as b", (workspace_id,)
-            ).fetchone()
-        return mail.branding_of(row["b"] if row else None)
+            found = branding.for_workspace(conn, workspace_id, ctx.settings.public_url)
+        return mail.branding_of(found.mail_keys() if found else None)
     except Exception:  # branding is a nicety: mail still goes out plain
         _logger.warning("email.branding_unavailable", job_id=ctx.id)
         return mail.branding_of(None)

@@ -94,7 +94,9 @@ def workspace_login(slug: str):
         allowed = conn.execute(
             "select cajex_private.workspace_signin_methods(%s) as m", (slug,)
         ).fetchone()["m"]
-    return render_login(list(allowed), workspace_slug=slug)
+    from cajex.web.views.branding import public_branding
+
+    return render_login(list(allowed), workspace_slug=slug, brand=public_branding(slug))
 
 
 def _workspace_allows(method: str) -> None:
