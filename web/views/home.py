@@ -27,7 +27,8 @@ def index():
         return redirect(url_for("projects.page", slug=last))
     if len(workspaces) == 1:
         return redirect(url_for("projects.page", slug=workspaces[0]["slug"]))
-    return render_template("home.html", workspaces=workspaces)
+    setup = g.db.execute("select step from cajex.onboarding_drafts").fetchone()
+    return render_template("home.html", workspaces=workspaces, setup=setup)
 
 
 @bp.get("/login")

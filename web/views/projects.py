@@ -168,8 +168,16 @@ def page():
     session["last_workspace"] = g.workspace.workspace_slug
     items, next_cursor = list_page(g.db, 50, request.args.get("cursor") or None)
     can_write = g.workspace.can("project.write")
+    # The starter tags chosen in the onboarding wizard, offered on the form.
+    starter_tags = g.db.execute(
+        "select project_tags from cajex.workspace_defaults()"
+    ).fetchone()
     return render_template(
-        "projects.html", projects=items, next_cursor=next_cursor, can_write=can_write
+        "projects.html",
+        projects=items,
+        next_cursor=next_cursor,
+        can_write=can_write,
+        starter_tags=starter_tags["project_tags"] if starter_tags else [],
     )
 
 
