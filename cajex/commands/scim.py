@@ -19,10 +19,9 @@ def register(cli: click.Group) -> None:
     @token.command("create")
     @click.option("--workspace", "slug", required=True, help="Workspace slug (or id).")
     @click.option("--label", default="cli", show_default=True)
-    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     @click.option("--database-url", envvar="DATABASE_URL", required=True)
-    def create(slug: str, label: str, as_json: bool, database_url: str) -> None:
-        """Create a token; print the SCIM base URL and the token (shown once)."""
+    def create(slug: str, label: str, database_url: str) -> None:
+        """Create a token; print the SCIM base URL and the token (shown once) as JSON."""
         from cajex import config, db
         from cajex import scim as scim_lib
 
@@ -39,7 +38,9 @@ def register(cli: click.Group) -> None:
                 workspace_id = slug
             if workspace_id is None:
                 raise click.ClickException("no active workspace with that slug")
-            with db.as_service(pool, settings.context_secret, workspace_id, "cli_scim") as (
+            with db.as_service(
+                pool, settings.context_secret, workspace_id, "cli_scim"
+            ) as (
                 conn,
                 opened,
             ):
@@ -56,8 +57,6 @@ def register(cli: click.Group) -> None:
         finally:
             pool.close()
         base_url = f"{settings.public_url.rstrip('/')}/scim/v2/{slug}"
-        if as_json:
-            click.echo(json.dumps({"base_url": base_url, "token_id": token_id, "token": secret}))
-        else:
-            click.echo(f"SCIM base URL: {base_url}")
-            click.echo(f"Token (shown once): {secret}")
+        click.echo(
+            json.dumps({"base_url": base_url, "token_id": token_id, "token": secret})
+        )

@@ -58,7 +58,12 @@ def _describe(settings, row) -> dict:
     from cajex.sso import service
 
     out = service.endpoints(settings.public_url, row["id"])
-    out.update(type=row["type"], name=row["name"], status=row["status"])
+    out.update(
+        type=row["type"],
+        name=row["name"],
+        status=row["status"],
+        default_role=row["default_role"],
+    )
     if row["type"] == "saml":
         out["idp_entity_id"] = row["saml_idp_entity_id"]
     else:
@@ -76,6 +81,13 @@ def register(cli: click.Group) -> None:
         "--workspace", "slug", required=True, help="Workspace slug."
     )
     database = click.option("--database-url", envvar="DATABASE_URL", required=True)
+    role = click.option(
+        "--default-role",
+        type=click.Choice(["admin", "member", "viewer"]),
+        default="member",
+        show_default=True,
+        help="Role of a person provisioned at their first sign-in.",
+    )
 
     @sso.command("add-saml")
     @workspace
@@ -88,8 +100,9 @@ def register(cli: click.Group) -> None:
         help="Accept sign-ins started at the IdP.",
     )
     @click.option("--name", default=None)
+    @role
     @database
-    def add_saml(slug, metadata, allow_idp_initiated, name, database_url):
+    def add_saml(slug, metadata, allow_idp_initiated, name, default_role, database_url):
         """Add a SAML 2.0 connection from the IdP's metadata; prints what the IdP needs."""
         from cajex.errors import AppError
         from cajex.sso import service
@@ -106,6 +119,7 @@ def register(cli: click.Group) -> None:
                 name=name,
                 metadata_url=url,
                 allow_idp_initiated=allow_idp_initiated,
+                default_role=default_role,
             )
             return _describe(settings, row)
 
@@ -113,12 +127,27 @@ def register(cli: click.Group) -> None:
 
     @sso.command("add-oidc")
     @workspace
-    @click.option("--issuer", required=True)
+    @click.option(
+        "--issuer",
+        required=True,
+        help="The issuer or its discovery URL (.well-known/openid-configuration).",
+    )
     @click.option("--client-id", required=True)
     @click.option("--client-secret", required=True)
+    @click.option("--discovery-url", default=None, help="When not under the issuer.")
     @click.option("--name", default=None)
+    @role
     @database
-    def add_oidc(slug, issuer, client_id, client_secret, name, database_url):
+    def add_oidc(
+        slug,
+        issuer,
+        client_id,
+        client_secret,
+        discovery_url,
+        name,
+        default_role,
+        database_url,
+    ):
         """Add an OpenID Connect connection; prints the redirect URI to register."""
         from cajex import crypto
         from cajex.sso import service
@@ -130,7 +159,9 @@ def register(cli: click.Group) -> None:
                 issuer=issuer,
                 client_id=client_id,
                 client_secret=client_secret,
+                discovery_url=discovery_url,
                 name=name,
+                default_role=default_role,
             )
             return _describe(settings, row)
 

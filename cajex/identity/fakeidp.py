@@ -242,6 +242,8 @@ class FakeProvider:
                 "id_token_signing_alg_values_supported": [self.current_key.alg],
                 "code_challenge_methods_supported": ["S256"],
                 "response_modes_supported": ["query", "form_post"],
+                # RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+                "end_session_endpoint": base + "/logout",
             }
         )
 

@@ -18,6 +18,9 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import json
+import re
+import urllib.parse
 import uuid
 
 import httpx
@@ -244,7 +247,7 @@ def create_oidc(
     default_role: str = "member",
     settings: dict | None = None,
 ) -> dict:
-    issuer = issuer.strip()
+    issuer, discovery_url, found = resolve_oidc_provider(issuer, discovery_url)
     check_oidc_provider(issuer, discovery_url)
     row = conn.execute(
         "select id, workspace_id from cajex.create_sso_connection('oidc', %s::jsonb)",
@@ -256,7 +259,7 @@ def create_oidc(
                     "oidc_client_id": client_id,
                     "oidc_discovery_url": discovery_url,
                     "default_role": default_role,
-                    "settings": settings or entra_settings(issuer),
+                    "settings": settings or found,
                 }
             ),
         ),
@@ -297,21 +300,108 @@ def client_secret(conn, master, workspace_id, connection_id) -> str | None:
     ).decode()
 
 
-def entra_settings(issuer: str) -> dict:
-    """Entra ID: remember the tenant of a tenant-specific issuer (checked against `tid`)."""
-    prefix = "https://login.microsoftonline.com/"
-    if issuer.startswith(prefix) and issuer.rstrip("/").endswith("/v2.0"):
-        tenant = issuer[len(prefix) :].split("/", 1)[0]
-        if tenant in ("common", "organizations", "consumers"):
+# Microsoft Entra ID's sign-in hosts (the public cloud, US Government, China)
+# and its v1 token issuer host.
+ENTRA_HOSTS = (
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+)
+ENTRA_V1_ISSUER_HOST = "sts.windows.net"
+# Entra's multi-tenant endpoints: their tokens come from any tenant, so they
+# can never stand for one workspace's IdP.
+ENTRA_MULTI_TENANT = ("common", "organizations", "consumers", "{tenantid}")
+WELL_KNOWN = "/.well-known/openid-configuration"
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _entra_tenant(url: str) -> str | None:
+    """The tenant segment of an Entra ID URL, or None for another provider."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host not in ENTRA_HOSTS and host != ENTRA_V1_ISSUER_HOST:
+        return None
+    tenant = parts.path.strip("/").split("/", 1)[0]
+    if not tenant or tenant.lower() in ENTRA_MULTI_TENANT:
+        raise AppError(
+            422,
+            "invalid",
+            "use your tenant's own Entra ID address "
+            "(https://login.microsoftonline.com/<tenant id>/v2.0), "
+            "not a multi-tenant one such as /common or /organizations",
+            "issuer",
+        )
+    return tenant
+
+
+def resolve_oidc_provider(
+    given: str, discovery_url: str | None = None
+) -> tuple[str, str | None, dict]:
+    """(issuer, discovery URL, provider settings) from what an admin pasted.
+
+    Accepted: an issuer (`https://acme.okta.com`), a discovery document URL
+    (`.../.well-known/openid-configuration`, the form Okta, Auth0 and Entra
+    ID show), and Entra ID's documented forms: the v2.0 issuer
+    `https://login.microsoftonline.com/<tenant>/v2.0`, its discovery URL
+    (with or without `?appid=`), the v1 discovery URL
+    `https://login.microsoftonline.com/<tenant>/.well-known/openid-configuration`
+    and the v1 issuer `https://sts.windows.net/<tenant id>/`. A tenant named
+    by its domain (contoso.onmicrosoft.com) is resolved through its discovery
+    document, whose issuer carries the tenant id that tokens are checked
+    against. Multi-tenant endpoints are refused. Fetches at most one
+    document; changes nothing.
+    """
+    given = (given or "").strip()
+    if not given.startswith(("https://", "http://")):
+        raise AppError(422, "invalid", "the issuer must be an https:// URL", "issuer")
+    issuer: str | None = given
+    path = urllib.parse.urlsplit(given).path
+    if path.endswith(WELL_KNOWN):
+        discovery_url = discovery_url or given
+        issuer = None
+    tenant = _entra_tenant(given)
+    if tenant is not None and issuer is not None and not _GUID.match(tenant.lower()):
+        # Entra tokens name the tenant by id: ask the tenant's document.
+        discovery_url = discovery_url or issuer.rstrip("/") + WELL_KNOWN
+        issuer = None
+    if issuer is None:
+        try:
+            document = json.loads(
+                fetch(discovery_url, "discovery document", 512 * 1024)
+            )
+        except ValueError:
             raise AppError(
                 422,
-                "invalid",
-                "use the tenant-specific issuer "
-                "https://login.microsoftonline.com/<tenant id>/v2.0, not a multi-tenant one",
+                "invalid_provider",
+                "the discovery document is not JSON: check the URL",
+                "issuer",
+            ) from None
+        issuer = document.get("issuer") if isinstance(document, dict) else None
+        if not isinstance(issuer, str) or not issuer.startswith(
+            ("https://", "http://")
+        ):
+            raise AppError(
+                422,
+                "invalid_provider",
+                "the discovery document names no issuer: check the URL",
                 "issuer",
             )
-        return {"provider": "entra", "tenant_id": tenant}
-    return {}
+    return issuer, discovery_url, entra_settings(issuer)
+
+
+def entra_settings(issuer: str) -> dict:
+    """Entra ID: the tenant of a tenant-specific issuer (checked against `tid`).
+
+    Entra's v2.0 issuer is `https://login.microsoftonline.com/<tid>/v2.0` and
+    its v1 issuer `https://sts.windows.net/<tid>/`; every token it issues
+    carries the tenant id again in `tid`, which the callback compares, so a
+    token from another tenant is refused even if an app registration were
+    shared. Another provider: no settings.
+    """
+    tenant = _entra_tenant(issuer)
+    if tenant is None:
+        return {}
+    return {"provider": "entra", "tenant_id": tenant.lower()}
 
 
 def test_connection(conn, connection_id) -> dict:
@@ -346,8 +436,6 @@ def test_connection(conn, connection_id) -> dict:
 
 
 def _json(value) -> str:
-    import json
-
     return json.dumps(value)
 
 
@@ -713,7 +801,9 @@ def oidc_backchannel_logout(
     if not isinstance(jti, str) or not 1 <= len(jti) <= 512:
         _refuse("logout_jti", r, "the logout token has no jti")
     sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
-    sub = claims.get("sub")
+    sub = claims.get("sub") if isinstance(claims.get("sub"), str) else None
+    if sid is None and sub is None:
+        _refuse("logout_subject", r, "the logout token names neither sid nor sub")
     iat = claims.get("iat")
     kept_until = dt.datetime.fromtimestamp(float(iat), dt.UTC) + dt.timedelta(hours=1)
     with db.as_service(pool, settings.context_secret, r.workspace_id, "sso") as (

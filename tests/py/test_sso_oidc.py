@@ -6,6 +6,7 @@ back-channel logout tokens are refused and leave sessions untouched.
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.parse
 import uuid
@@ -244,6 +245,16 @@ BAD_LOGOUT_TOKENS = {
         }
     ),
     "no_jti": lambda a: a.logout_token(jti=None),
+    "no_iat": lambda a: a.logout_token(iat=None),
+    "expired": lambda a: a.logout_token(
+        iat=int(time.time()) - 7200, exp=int(time.time()) - 3600
+    ),
+    "neither_sub_nor_sid": lambda a: a.logout_token(sub=None, sid=None),
+    "event_not_an_object": lambda a: a.logout_token(
+        events={"http://schemas.openid.net/event/backchannel-logout": "yes"}
+    ),
+    "garbage": lambda a: "not.a.jwt",
+    "missing": lambda a: "",
     "alg_none": lambda a: make_jwt(
         {"alg": "none", "typ": "logout+jwt"},
         {
@@ -266,10 +277,13 @@ def test_defective_logout_tokens_leave_sessions_untouched(
     a, _ = tenants
     _sign_in_two(client, app, a)
     token = BAD_LOGOUT_TOKENS[defect](a)
-    r = client.post(
-        f"/sso/oidc/{a.cid}/backchannel-logout", data={"logout_token": token}
-    )
+    with capture_logs() as logs:
+        r = client.post(
+            f"/sso/oidc/{a.cid}/backchannel-logout", data={"logout_token": token}
+        )
     assert r.status_code == 400, r.get_data(as_text=True)
+    refused = [e for e in logs if e.get("event") == "sso.signin_refused"]
+    assert refused and refused[0]["reason"] == r.json["error"]
     assert len(live_sessions(world)) == 2
 
 
@@ -350,8 +364,6 @@ def test_cli_adds_and_lists_connections(
         ],
     )
     assert out.exit_code == 0, out.output
-    import json
-
     added = json.loads(out.output)
     assert added["acs_url"] == f"{PUBLIC}/sso/saml/{added['connection_id']}/acs"
     for key in ("entity_id", "slo_url", "redirect_uri"):
@@ -394,3 +406,256 @@ def test_cli_adds_and_lists_connections(
         ],
     )
     assert broken.exit_code != 0 and "EntityDescriptor" in broken.output
+
+
+def _cli(args, db_urls, settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from cajex import cli as cli_module
+
+    if "sso" not in cli_module.cli.commands:
+        cli_module._register_areas()
+    monkeypatch.setenv("CAJEX_CONTEXT_SECRET", settings.context_secret)
+    monkeypatch.setenv("CAJEX_PUBLIC_URL", PUBLIC)
+    monkeypatch.setenv("CAJEX_MASTER_KEY", settings.master_key)
+    return CliRunner().invoke(cli_module.cli, [*args, "--database-url", db_urls["app"]])
+
+
+def test_cli_add_oidc_then_jit_provisioning_with_its_default_role(
+    world, client, db_urls, settings, monkeypatch
+):
+    provider = FakeProvider(client_id="cli-client", client_secret="cli-secret").start()
+    try:
+        ws = world.workspace(plan="enterprise")
+        # The discovery URL pasted as the issuer resolves to the issuer.
+        out = _cli(
+            [
+                "sso",
+                "add-oidc",
+                "--workspace",
+                ws.slug,
+                "--issuer",
+                provider.issuer + "/.well-known/openid-configuration",
+                "--client-id",
+                provider.client_id,
+                "--client-secret",
+                provider.client_secret,
+                "--default-role",
+                "viewer",
+            ],
+            db_urls,
+            settings,
+            monkeypatch,
+        )
+        assert out.exit_code == 0, out.output
+        added = json.loads(out.output)
+        cid = added["connection_id"]
+        assert added["issuer"] == provider.issuer
+        assert added["redirect_uri"] == f"{PUBLIC}/sso/oidc/{cid}/callback"
+        assert added["default_role"] == "viewer"
+        for args in (
+            [
+                "sso",
+                "claim-domain",
+                "--workspace",
+                ws.slug,
+                "--connection",
+                cid,
+                "--domain",
+                "cli.test",
+            ],
+            ["sso", "enable", "--workspace", ws.slug, "--connection", cid],
+        ):
+            step = _cli(args, db_urls, settings, monkeypatch)
+            assert step.exit_code == 0, step.output
+        # The secret is sealed with the workspace's key, not stored in clear.
+        raw = world.admin.execute(
+            "select oidc_client_secret from cajex.sso_connections where id = %s",
+            (cid,),
+        ).fetchone()["oidc_client_secret"]
+        assert b"cli-secret" not in bytes(raw)
+        provider.next_user = {
+            "sub": "cli-1",
+            "email": "newcomer@cli.test",
+            "email_verified": True,
+        }
+        start = client.get(f"/sso/{cid}/login")
+        answer = httpx.get(start.location, follow_redirects=False)
+        parts = urllib.parse.urlsplit(answer.headers["location"])
+        assert client.get(parts.path + "?" + parts.query).status_code == 302
+        role = world.admin.execute(
+            "select m.role from cajex.memberships m join cajex.users u"
+            " on u.id = m.user_id where u.email = 'newcomer@cli.test'"
+            " and m.workspace_id = %s",
+            (ws.id,),
+        ).fetchone()["role"]
+        assert role == "viewer"
+        listed = _cli(
+            ["sso", "list", "--workspace", ws.slug], db_urls, settings, monkeypatch
+        )
+        assert [c["connection_id"] for c in json.loads(listed.output)] == [cid]
+        # Another workspace lists none of it.
+        other = world.workspace(plan="enterprise")
+        listed = _cli(
+            ["sso", "list", "--workspace", other.slug], db_urls, settings, monkeypatch
+        )
+        assert json.loads(listed.output) == []
+    finally:
+        provider.stop()
+
+
+def test_cli_add_oidc_with_an_unreachable_issuer_explains_and_changes_nothing(
+    world, db_urls, settings, monkeypatch
+):
+    from cajex.localservices import free_port
+
+    ws = world.workspace(plan="enterprise")
+    out = _cli(
+        [
+            "sso",
+            "add-oidc",
+            "--workspace",
+            ws.slug,
+            "--issuer",
+            f"http://127.0.0.1:{free_port()}",
+            "--client-id",
+            "x",
+            "--client-secret",
+            "y",
+        ],
+        db_urls,
+        settings,
+        monkeypatch,
+    )
+    assert out.exit_code != 0 and "issuer" in out.output
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.sso_connections"
+        ).fetchone()["n"]
+        == 0
+    )
+
+
+def test_entra_documented_forms():
+    from cajex.errors import AppError
+
+    tid = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    # The v2.0 and v1 issuers name the tenant; no fetch is needed.
+    assert service.resolve_oidc_provider(
+        f"https://login.microsoftonline.com/{tid}/v2.0"
+    ) == (
+        f"https://login.microsoftonline.com/{tid}/v2.0",
+        None,
+        {"provider": "entra", "tenant_id": tid},
+    )
+    assert service.entra_settings(f"https://sts.windows.net/{tid}/") == {
+        "provider": "entra",
+        "tenant_id": tid,
+    }
+    assert service.entra_settings(
+        f"https://login.microsoftonline.us/{tid.upper()}/v2.0"
+    ) == {"provider": "entra", "tenant_id": tid}
+    assert service.entra_settings("https://acme.okta.com") == {}
+    # Multi-tenant endpoints, in every documented form, are refused.
+    for url in (
+        "https://login.microsoftonline.com/common/v2.0",
+        "https://login.microsoftonline.com/organizations/v2.0/.well-known/openid-configuration",
+        "https://login.microsoftonline.com/consumers/v2.0",
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+        "https://login.microsoftonline.com/common/.well-known/openid-configuration",
+    ):
+        with pytest.raises(AppError) as info:
+            service.resolve_oidc_provider(url)
+        assert info.value.status == 422 and "multi-tenant" in info.value.message
+
+
+def _entra_tenant(world, settings, tid):
+    t = Tenant(world, settings, "entra.test")
+    with world.as_job(t.ws) as (conn, _):
+        conn.execute(
+            "select cajex.update_sso_connection(%s, %s::jsonb)",
+            (
+                t.cid,
+                json.dumps({"settings": {"provider": "entra", "tenant_id": tid}}),
+            ),
+        )
+    return t
+
+
+def test_entra_tid_claim_must_be_the_connections_tenant(world, client, settings):
+    tid = "0f7c52a6-1111-4a2b-9c3d-000000000001"
+    t = _entra_tenant(world, settings, tid)
+    try:
+        t.provider.next_user = {**t.provider.next_user, "tid": "someone-else"}
+        with capture_logs() as logs:
+            r = client.get(t.authorize(client))
+        assert r.status_code == 400
+        assert [
+            e["reason"] for e in logs if e.get("event") == "sso.signin_refused"
+        ] == ["entra_tenant"]
+        assert live_sessions(world) == []
+        t.provider.next_user = {**t.provider.next_user, "tid": tid.upper()}
+        assert client.get(t.authorize(client)).status_code == 302
+    finally:
+        t.provider.stop()
+
+
+def test_entra_group_ids_and_overage_in_id_tokens(world, client, settings):
+    tid = "0f7c52a6-1111-4a2b-9c3d-000000000002"
+    group = "b4e1c0de-2222-4a2b-9c3d-00000000abcd"  # Entra sends object ids
+    t = _entra_tenant(world, settings, tid)
+    try:
+        with world.as_user(t.owner, t.ws) as (conn, _):
+            conn.execute(
+                "select cajex.set_group_role_mapping(%s, 'admin')", (group.upper(),)
+            )
+        base = {**t.provider.next_user, "tid": tid}
+
+        def sign_in(**claims):
+            t.provider.next_user = {**base, **claims}
+            browser = client.application.test_client()
+            assert browser.get(t.authorize(browser)).status_code == 302
+
+        def state():
+            return world.admin.execute(
+                "select m.role, i.groups, i.groups_known from cajex.memberships m"
+                " join cajex.sso_identities i on i.user_id = m.user_id"
+                " and i.workspace_id = m.workspace_id where m.workspace_id = %s",
+                (t.ws.id,),
+            ).fetchone()
+
+        sign_in(groups=[group, "c0ffee00-0000-0000-0000-000000000000"])
+        assert state()["role"] == "admin"
+        # Overage: the groups are unknown, not empty; role and groups stay.
+        sign_in(
+            _claim_names={"groups": "src1"},
+            _claim_sources={"src1": {"endpoint": "https://graph.microsoft.com/x"}},
+        )
+        row = state()
+        assert row["role"] == "admin" and row["groups_known"] is False
+        assert row["groups"] == [group, "c0ffee00-0000-0000-0000-000000000000"]
+        # Re-evaluated at the next sign-in that names the groups.
+        sign_in(groups=[])
+        assert state()["role"] == "member"
+    finally:
+        t.provider.stop()
+
+
+def test_rp_initiated_logout_ends_the_session_and_goes_to_the_provider(
+    world, client, tenants
+):
+    a, b = tenants
+    assert client.get(a.authorize(client)).status_code == 302
+    with client.session_transaction() as sess:
+        sess["csrf"] = "t"
+    out = client.post("/sso/logout", headers={"X-CSRF-Token": "t"})
+    assert out.status_code == 302
+    target = urllib.parse.urlsplit(out.location)
+    assert f"{target.scheme}://{target.netloc}{target.path}" == (
+        a.provider.issuer + "/logout"
+    )
+    query = urllib.parse.parse_qs(target.query)
+    assert query["client_id"] == [a.provider.client_id]
+    assert query["post_logout_redirect_uri"] == [PUBLIC + "/"]
+    assert live_sessions(world) == []
+    assert client.get(f"/w/{a.ws.slug}/api/v1/projects").status_code == 401

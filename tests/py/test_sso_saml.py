@@ -144,6 +144,18 @@ def test_broken_certificate_in_metadata_is_explained():
     assert info.value.reason == "bad_certificate"
 
 
+def _evil_assertion(s: Setup, rid: str) -> str:
+    """An unsigned assertion for mallory, otherwise well-formed for our ACS."""
+    return s.idp.assertion_xml(
+        assertion_id="_evil",
+        audience=s.e["entity_id"],
+        recipient=s.e["acs_url"],
+        name_id="mallory",
+        in_response_to=rid,
+        attributes={"email": ["mallory@acme.test"]},
+    )
+
+
 def _hostile(s: Setup, rid: str, kind: str, other: Setup | None) -> bytes:
     good = s.response(rid).decode()
     if kind == "stripped_signature":
@@ -193,6 +205,31 @@ def _hostile(s: Setup, rid: str, kind: str, other: Setup | None) -> bytes:
         else:
             body = evil + signed
         return (good[:start] + body + good[end:]).encode()
+    if kind in ("signed_response_then_evil_added", "signed_response_wrapped"):
+        signed = s.response(rid, sign="response").decode()
+        signed = signed.split("?>", 1)[1] if signed.startswith("<?xml") else signed
+        evil = _evil_assertion(s, rid)
+        if kind == "signed_response_then_evil_added":
+            return signed.replace(
+                "</samlp:Response>", evil + "</samlp:Response>"
+            ).encode()
+        # The genuine signed Response hidden in an unsigned outer one.
+        return s.idp.response_xml(
+            evil,
+            destination=s.e["acs_url"],
+            in_response_to=rid,
+            response_id="_outer",
+            extra="<samlp:Extensions>" + signed + "</samlp:Extensions>",
+        ).encode()
+    if kind == "nested_in_evil_advice":
+        start = good.index("<saml:Assertion")
+        end = good.index("</saml:Assertion>") + len("</saml:Assertion>")
+        evil = _evil_assertion(s, rid).replace(
+            "<saml:Conditions",
+            "<saml:Advice>" + good[start:end] + "</saml:Advice><saml:Conditions",
+            1,
+        )
+        return (good[:start] + evil + good[end:]).encode()
     if kind == "signature_points_elsewhere":
         # The evil assertion carries the genuine signature, whose reference
         # names the (now absent) signed assertion's ID.
@@ -296,6 +333,9 @@ HOSTILE = {
     "wrapped_in_object": "assertion_count",
     "signed_moved_evil_first": "assertion_count",
     "signature_points_elsewhere": "signature_reference",
+    "signed_response_then_evil_added": "assertion_count",
+    "signed_response_wrapped": "assertion_count",
+    "nested_in_evil_advice": "assertion_count",
     "look_alike_certificate": "bad_signature",
     "other_workspaces_idp": "issuer",
     "wrong_audience": "audience",
@@ -343,6 +383,13 @@ def test_hostile_response_is_refused(world, client, kind):
         ).fetchone()["n"]
         == 1
     )
+
+
+@pytest.mark.parametrize("sign", ["response", "both"])
+def test_a_signed_response_is_accepted_too(world, client, sign):
+    s = Setup(world)
+    assert s.post(client, s.response(s.start(client), sign=sign)).status_code == 302
+    assert counts(world, "alice@acme.test") == (1, 1)
 
 
 def test_sha1_is_accepted_only_when_the_connection_allows_it(world, client):
@@ -670,13 +717,20 @@ def _sign_out_here(client):
     return client.post("/sso/logout", headers={"X-CSRF-Token": "t"})
 
 
-def test_sp_initiated_logout_is_signed_and_the_idp_answer_is_checked(world, client, settings):
+def test_sp_initiated_logout_is_signed_and_the_idp_answer_is_checked(
+    world, client, settings
+):
     s = Setup(world)
     s.post(client, s.response(s.start(client)))
     out = _sign_out_here(client)
     assert out.status_code == 302 and out.location.startswith(s.idp.slo_url)
-    assert world.admin.execute("select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
-                               " and revoked_at is null").fetchone()["n"] == 0
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
+            " and revoked_at is null"
+        ).fetchone()["n"]
+        == 0
+    )
     # Our LogoutRequest is signed with the SP key published in our metadata.
     query = out.location.split("?", 1)[1].encode()
     sp_cert = saml.sp_signing_key(settings.data_dir)[1]
@@ -686,28 +740,110 @@ def test_sp_initiated_logout_is_signed_and_the_idp_answer_is_checked(world, clie
     request = saml.parse_xml(saml.inflate_b64(params["SAMLRequest"][0]))
     assert request.find("saml:NameID", saml.NS).text == "alice-1"
     # The IdP's signed LogoutResponse is accepted once, for that request only.
-    answer = s.idp.logout_response(destination=s.e["slo_url"], in_response_to=request.get("ID"))
+    answer = s.idp.logout_response(
+        destination=s.e["slo_url"], in_response_to=request.get("ID")
+    )
     slo = s.e["slo_url"].replace(PUBLIC, "")
-    assert client.post(slo, data={"SAMLResponse": base64.b64encode(answer).decode()}).status_code == 200
+    assert (
+        client.post(
+            slo, data={"SAMLResponse": base64.b64encode(answer).decode()}
+        ).status_code
+        == 200
+    )
     again = client.post(slo, data={"SAMLResponse": base64.b64encode(answer).decode()})
     assert again.status_code == 400
-    stray = s.idp.logout_response(destination=s.e["slo_url"], in_response_to="_never_asked_0000000",
-                                  response_id="_lresp2")
-    assert client.post(slo, data={"SAMLResponse": base64.b64encode(stray).decode()}).status_code == 400
+    stray = s.idp.logout_response(
+        destination=s.e["slo_url"],
+        in_response_to="_never_asked_0000000",
+        response_id="_lresp2",
+    )
+    assert (
+        client.post(
+            slo, data={"SAMLResponse": base64.b64encode(stray).decode()}
+        ).status_code
+        == 400
+    )
 
 
 def test_idp_initiated_logout_by_redirect_binding(world, client):
     s = Setup(world)
     s.post(client, s.response(s.start(client)))
-    xml = s.idp.logout_request(destination=s.e["slo_url"], name_id="alice-1", session_index="_sess1")
+    xml = s.idp.logout_request(
+        destination=s.e["slo_url"], name_id="alice-1", session_index="_sess1"
+    )
     # Redirect binding: the query is signed, the XML need not be.
     url = saml.redirect_url(s.e["slo_url"], "SAMLRequest", xml, None, s.idp.key)
     path = url.replace(PUBLIC, "")
-    forged = saml.redirect_url(s.e["slo_url"], "SAMLRequest", xml, None,
-                               fakeidp.make_key_and_cert("forger")[0]).replace(PUBLIC, "")
+    forged = saml.redirect_url(
+        s.e["slo_url"], "SAMLRequest", xml, None, fakeidp.make_key_and_cert("forger")[0]
+    ).replace(PUBLIC, "")
     assert client.get(forged).status_code == 400
-    assert world.admin.execute("select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
-                               " and revoked_at is null").fetchone()["n"] == 1
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
+            " and revoked_at is null"
+        ).fetchone()["n"]
+        == 1
+    )
     assert client.get(path).status_code == 302
-    assert world.admin.execute("select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
-                               " and revoked_at is null").fetchone()["n"] == 0
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.sessions where auth_method = 'sso_saml'"
+            " and revoked_at is null"
+        ).fetchone()["n"]
+        == 0
+    )
+
+
+def test_admin_changes_the_default_role_and_another_workspace_cannot(
+    world, client, signed_in, csrf_headers
+):
+    s = Setup(world)
+    page = signed_in(s.owner)
+    r = page.post(
+        f"/w/{s.ws.slug}/settings/sso",
+        headers=csrf_headers,
+        data={
+            "action": "set_default_role",
+            "connection_id": str(s.cid),
+            "default_role": "viewer",
+        },
+    )
+    assert r.status_code == 200, r.get_data(as_text=True)
+    # Just-in-time provisioning now uses it.
+    s.post(client, s.response(s.start(client)))
+    assert (
+        world.admin.execute(
+            "select m.role from cajex.memberships m join cajex.users u"
+            " on u.id = m.user_id where u.email = 'alice@acme.test'"
+        ).fetchone()["role"]
+        == "viewer"
+    )
+    # An admin of another workspace names this connection: not found there.
+    stranger = world.workspace(world.user(email="eve@evil.test"), plan="enterprise")
+    r = signed_in(stranger.owner).post(
+        f"/w/{stranger.slug}/settings/sso",
+        headers=csrf_headers,
+        data={
+            "action": "set_default_role",
+            "connection_id": str(s.cid),
+            "default_role": "admin",
+        },
+    )
+    assert r.status_code == 404
+    bad = page.post(
+        f"/w/{s.ws.slug}/settings/sso",
+        headers=csrf_headers,
+        data={
+            "action": "set_default_role",
+            "connection_id": str(s.cid),
+            "default_role": "owner",
+        },
+    )
+    assert bad.status_code == 422
+    assert (
+        world.admin.execute(
+            "select default_role from cajex.sso_connections where id = %s", (s.cid,)
+        ).fetchone()["default_role"]
+        == "viewer"
+    )

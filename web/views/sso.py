@@ -7,6 +7,7 @@ keys only, so one workspace's IdP is never accepted at another's endpoint.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from cajex.web import auth
@@ -275,7 +276,7 @@ def oidc_callback(connection_id: str):
             service._refuse(exc.code, r, "the identity provider's answer was refused")
         claims = result.claims
         tenant = (row["settings"] or {}).get("tenant_id")
-        if tenant and claims.get("tid") != tenant:
+        if tenant and str(claims.get("tid") or "").lower() != tenant.lower():
             service._refuse(
                 "entra_tenant", r, "the token is from another Entra ID tenant"
             )
@@ -288,8 +289,14 @@ def oidc_callback(connection_id: str):
         email = claims.get("email") or (
             claims.get("preferred_username") if tenant else None
         )
+        # Entra ID's group overage: past its limit (200 groups in a JWT) it
+        # sends `_claim_names: {"groups": ...}` (or `hasgroups: true` in the
+        # implicit flow) instead of the groups. The groups are then unknown,
+        # not empty: the recorded groups and the role stay as they were.
+        claim_names = claims.get("_claim_names")
         groups_known = not (
-            "_claim_names" in claims and "groups" in (claims.get("_claim_names") or {})
+            (isinstance(claim_names, dict) and "groups" in claim_names)
+            or claims.get("hasgroups") is True
         )
         groups = claims.get("groups") if groups_known else []
         if not isinstance(groups, list) or not all(isinstance(x, str) for x in groups):
@@ -444,6 +451,15 @@ def settings_action():
                     (parse_uuid(form.get("connection_id", "")),),
                 )
                 message = "Connection removed."
+            elif action == "set_default_role":
+                conn.execute(
+                    "select cajex.update_sso_connection(%s, %s::jsonb)",
+                    (
+                        parse_uuid(form.get("connection_id", "")),
+                        json.dumps({"default_role": form.get("default_role", "")}),
+                    ),
+                )
+                message = "Saved."
             elif action == "claim_domain":
                 conn.execute(
                     "select cajex.claim_sso_domain(%s, %s)",
