@@ -293,3 +293,22 @@ def test_invitation_email_carries_the_workspaces_branding(world, mail_worker):
     html_b = mails[f"guest@{b.slug}.test"]["html_body"]
     assert "#5b21b6" not in html_b and "/branding/logo" not in html_b
     assert mails[f"guest@{a.slug}.test"]["subject"].endswith(a.slug.title())
+
+
+def test_magic_link_asked_on_a_workspace_sign_in_page_carries_its_branding(world, client, mail_worker):
+    """A sign-in link asked for on A's sign-in page is mailed in A's colours; one asked on the
+    plain sign-in page is not."""
+    a = world.workspace()
+    brand(world, a, primary="#5b21b6")
+    with client.session_transaction() as sess:
+        sess["csrf"] = "c" * 32
+    for email, workspace in (("branded@example.test", a.slug), ("plain@example.test", None)):
+        form = {"email": email, "csrf_token": "c" * 32, **({"workspace": workspace} if workspace else {})}
+        assert client.post("/login/email", data=form).status_code == 200
+    assert mail_worker() == ["done", "done"]
+    mails = {r["recipient"]: r["html_body"] for r in world.admin.execute(
+        "select recipient, html_body from cajex.email_deliveries").fetchall()}
+    assert "#5b21b6" in mails["branded@example.test"]
+    assert f"http://cajex.test/w/{a.slug}/branding/logo?v=" in mails["branded@example.test"]
+    assert "#5b21b6" not in mails["plain@example.test"]
+    assert "/branding/logo" not in mails["plain@example.test"]

@@ -131,12 +131,17 @@ def request_magic_link():
     next_path = _safe_next(request.form.get("next")) or None
     link = settings().public_url.rstrip("/") + url_for("signin.magic_link", token=token, next=next_path)
     ttl = _settings_int("magic_link_ttl_minutes", MAGIC_LINK_TTL_MINUTES)
+    # Asked for on a workspace's sign-in page: the email wears its branding.
+    from cajex.web.views.branding import public_branding
+
+    brand = public_branding(request.form.get("workspace") or "")
     with pool().connection() as conn:
         status = conn.execute(
             "select cajex_private.request_magic_link(%s, %s, %s, %s, %s, make_interval(mins => %s),"
-            " null, %s, %s) as s",
+            " %s, %s, %s) as s",
             (email, token_hash, link, _bucket("email", email),
              _bucket("client", request.remote_addr or ""), ttl,
+             brand.workspace_id if brand else None,
              _settings_int("magic_link_per_address", 5), _settings_int("magic_link_per_client", 20)),
         ).fetchone()["s"]
     if status == "rate_limited":
