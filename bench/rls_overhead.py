@@ -2,7 +2,8 @@
 
 The same newest-20 list and get-by-id queries run as whole transactions
 (a) as cajex_app through the verified context and RLS, exactly as the web
-layer runs them (cajex.db.in_context), and (b) hand-scoped with an explicit
+layer runs them (cajex.db.in_context with the browser's session credential,
+which the policies verify inline), and (b) hand-scoped with an explicit
 workspace_id filter and no RLS (as a role that bypasses it), as plain psycopg
 transactions (BEGIN, the query, COMMIT). Both make the same number of round
 trips: in_context sends its context statement with BEGIN. The two run
@@ -12,6 +13,9 @@ Measured first with 100 workspaces, then again after growing the database to
 10,000 workspaces and 1,000,000 projects plus one large workspace of 100,000
 projects. Targets: p50 ratio <= 1.20 and p99 ratio <= 1.30, and the ratio at
 10,000 workspaces within 1.2x of the ratio at 100.
+Also reported, outside the targets: (c) the same transactions opened with a
+signed token (cajex_private.open_context: HMAC in SQL and one context row
+written), the path jobs, SCIM and `cajex db as-member` take.
 
 Usage: python bench/rls_overhead.py [--workspaces 10000] [--projects 1000000]
        [--large 100000] [--iterations 3000]
@@ -23,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import secrets
 import statistics
@@ -102,13 +105,16 @@ def user_id(n: int) -> uuid.UUID:
     return uuid.UUID("00000000-0000-4000-8000-" + format(n, "012x"))
 
 
-def sessions_for(admin, numbers: list[int]) -> dict[int, uuid.UUID]:
+def sessions_for(admin, numbers: list[int]) -> dict[int, tuple[uuid.UUID, str]]:
+    """A live session per workspace owner: (session id, the cookie's secret)."""
     out = {}
     for n in numbers:
-        out[n] = admin.execute(
+        cookie_secret = secrets.token_urlsafe(32)
+        session_id = admin.execute(
             "select cajex_private.create_session(%s, %s, 'bench')",
-            (user_id(n), hashlib.sha256(os.urandom(16)).digest()),
+            (user_id(n), hashlib.sha256(cookie_secret.encode()).digest()),
         ).fetchone()[0]
+        out[n] = (session_id, cookie_secret)
     return out
 
 
@@ -116,10 +122,19 @@ def measure(
     app, base, secret, targets: list[int], sessions, project_ids, iterations: int
 ) -> dict:
     """Interleave context+RLS and hand-scoped transactions; per-kind timings."""
-    times = {k: [] for k in ("list_rls", "list_scoped", "get_rls", "get_scoped")}
+    kinds = ("rls", "scoped", "signed")
+    times = {f"{q}_{k}": [] for q in ("list", "get") for k in kinds}
 
     def rls_tx(n, query, params):
-        token = context.user_token(secret, user_id(n), sessions[n])
+        # What a browser's request sends: its session credential.
+        token = context.session_credential(*sessions[n])
+        t0 = time.perf_counter()
+        with db.in_context(app, token, f"bench-{n}"):
+            rows = app.execute(query, params).fetchall()
+        return time.perf_counter() - t0, rows
+
+    def signed_tx(n, query, params):
+        token = context.user_token(secret, user_id(n), sessions[n][0])
         t0 = time.perf_counter()
         with db.in_context(app, token, f"bench-{n}"):
             rows = app.execute(query, params).fetchall()
@@ -134,15 +149,15 @@ def measure(
     for i in range(iterations + 200):
         n = random.choice(targets)
         pid = random.choice(project_ids[n])
-        order = random.random() < 0.5
         pairs = [
             ("list_rls", lambda n=n: rls_tx(n, LIST_RLS, ())),
             ("list_scoped", lambda n=n: scoped_tx(LIST_SCOPED, (ws_id(n),))),
             ("get_rls", lambda n=n, pid=pid: rls_tx(n, GET_RLS, (pid,))),
             ("get_scoped", lambda n=n, pid=pid: scoped_tx(GET_SCOPED, (ws_id(n), pid))),
+            ("list_signed", lambda n=n: signed_tx(n, LIST_RLS, ())),
+            ("get_signed", lambda n=n, pid=pid: signed_tx(n, GET_RLS, (pid,))),
         ]
-        if order:
-            pairs.reverse()
+        random.shuffle(pairs)
         results = {}
         for name, fn in pairs:
             elapsed, rows = fn()
@@ -153,7 +168,10 @@ def measure(
         assert [r[0] for r in results["list_rls"]] == [
             r[0] for r in results["list_scoped"]
         ]
-        assert results["get_rls"] == results["get_scoped"]
+        assert results["get_rls"] == results["get_scoped"] == results["get_signed"]
+        assert [r[0] for r in results["list_signed"]] == [
+            r[0] for r in results["list_scoped"]
+        ]
 
     def pct(values, q):
         values = sorted(values)
@@ -169,6 +187,10 @@ def measure(
             "p99_ms_scoped": round(pct(scoped, 0.99) * 1000, 4),
             "p50_ratio": round(statistics.median(rls) / statistics.median(scoped), 3),
             "p99_ratio": round(pct(rls, 0.99) / pct(scoped, 0.99), 3),
+            "signed_token_p50_ratio": round(
+                statistics.median(times[f"{kind}_signed"]) / statistics.median(scoped),
+                3,
+            ),
         }
     return out
 
