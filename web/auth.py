@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 import secrets
+import time
 import uuid
 
 from flask import Flask, abort, current_app, g, request, session
@@ -62,6 +64,7 @@ def unauthorized():
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     app.before_request(_check_csrf)
+    app.before_request(_slide_idle_window)
     app.jinja_env.globals["csrf_token"] = csrf_token
 
 
@@ -76,8 +79,11 @@ def start_session(conn, user_id, auth_method: str, **sso) -> str:
     session id planted before sign-in never becomes a signed-in one.
     """
     secret = secrets.token_urlsafe(32)
+    idle, absolute = session_limits()
     row = conn.execute(
         "select cajex_private.create_session(%(user)s, %(hash)s, %(method)s,"
+        " p_idle => make_interval(mins => %(idle)s),"
+        " p_absolute => make_interval(mins => %(absolute)s),"
         " p_user_agent => %(ua)s, p_sso_workspace_id => %(ws)s,"
         " p_sso_connection_id => %(conn)s, p_idp_session_id => %(sid)s,"
         " p_idp_subject => %(sub)s) as id",
@@ -85,6 +91,8 @@ def start_session(conn, user_id, auth_method: str, **sso) -> str:
             "user": user_id,
             "hash": hash_session_secret(secret),
             "method": auth_method,
+            "idle": idle,
+            "absolute": absolute,
             "ua": (request.user_agent.string or "")[:512],
             "ws": sso.get("sso_workspace_id"),
             "conn": sso.get("sso_connection_id"),
@@ -92,11 +100,70 @@ def start_session(conn, user_id, auth_method: str, **sso) -> str:
             "sub": sso.get("idp_subject"),
         },
     ).fetchone()
+    # The last used workspace belongs to the browser, not to the session:
+    # it survives signing in again (home.index checks it is still yours).
+    last = session.get("last_workspace")
     session.clear()
+    if isinstance(last, str) and len(last) <= 64:
+        session["last_workspace"] = last
     session["sid"] = str(row["id"])
     session["sk"] = secret
+    session["seen"] = int(time.time())
     login_user(User(id=str(user_id), session_id=str(row["id"])))
     return str(row["id"])
+
+
+def session_limits() -> tuple[int, int]:
+    """(idle, absolute) lifetime of a new session, in minutes.
+
+    CAJEX_SESSION_IDLE_MINUTES (default 480: a working day without a request
+    signs out) and CAJEX_SESSION_MAX_HOURS (default 720: thirty days, then
+    sign in again whatever the activity); Settings.extra may override both.
+    """
+    extra = current_app.extensions["cajex.settings"].extra or {}
+
+    def read(key: str, env: str, default: int) -> int:
+        try:
+            value = int(extra.get(key) or os.environ.get(env) or default)
+        except (TypeError, ValueError):
+            value = default
+        return max(value, 1)
+
+    idle = read("session_idle_minutes", "CAJEX_SESSION_IDLE_MINUTES", 480)
+    absolute = read("session_max_hours", "CAJEX_SESSION_MAX_HOURS", 720) * 60
+    return min(idle, absolute), absolute
+
+
+#: How often a browser's request slides its session's idle window.
+TOUCH_EVERY_SECONDS = 60
+
+
+def _slide_idle_window():
+    """Keep an active browser's session alive: at most once a minute per browser.
+
+    The context check each request makes is a pure read, so without this the
+    idle timeout would run from sign-in. The cookie remembers the last touch;
+    a dead session is not revived (cajex_private.touch_session refuses it)
+    and its next request is signed out as usual.
+    """
+    sid, secret = session.get("sid"), session.get("sk")
+    if not sid or not secret or request.endpoint == "static":
+        return None
+    now = int(time.time())
+    try:
+        seen = int(session.get("seen", 0))
+    except (TypeError, ValueError):
+        seen = 0
+    if now - seen < TOUCH_EVERY_SECONDS:
+        return None
+    try:
+        session_id = uuid.UUID(str(sid))
+    except ValueError:
+        return None
+    with current_app.extensions["cajex.pool"].connection() as conn:
+        conn.execute("select cajex_private.touch_session(%s, %s)", (session_id, secret))
+    session["seen"] = now
+    return None
 
 
 def end_session(conn, reason: str = "sign_out") -> None:
@@ -107,7 +174,10 @@ def end_session(conn, reason: str = "sign_out") -> None:
             (current_user.id, reason, current_user.session_id),
         )
     logout_user()
+    last = session.get("last_workspace")
     session.clear()
+    if isinstance(last, str) and len(last) <= 64:
+        session["last_workspace"] = last
 
 
 def user_token() -> str | None:

@@ -64,6 +64,12 @@ as
       and w.status = 'active'
       -- An SSO-enforcing workspace opens only for a session its IdP vouched for.
       and (not w.sso_enforced or s.sso_workspace_id = w.id)
+      -- A workspace that chose its standard sign-in methods opens only for
+      -- a session made by one of them (one primary-key probe; sessions of
+      -- other kinds, such as SSO, are governed by the line above).
+      and (s.auth_method not in ('google', 'apple', 'github', 'magic_link')
+           or not exists (select from cajex.workspace_signin_methods sm
+                          where sm.workspace_id = w.id and s.auth_method <> all (sm.methods)))
   ) w on true
   union all
   select c.workspace_id, c.user_id, c.session_id, c.member_role, c.actor, null
@@ -179,6 +185,10 @@ begin
       and w.status = 'active'
       and m.status = 'active'
       and (not w.sso_enforced or s.sso_workspace_id = w.id)
+      -- The workspace's chosen standard sign-in methods (as in the view).
+      and (s.auth_method not in ('google', 'apple', 'github', 'magic_link')
+           or not exists (select from cajex.workspace_signin_methods sm
+                          where sm.workspace_id = w.id and s.auth_method <> all (sm.methods)))
   ) w on p_workspace is not null
   where s.id = p_session_id
     and s.user_id = p_user_id

@@ -337,6 +337,32 @@ end;
 $$;
 alter function cajex.end_all_my_sessions() owner to cajex_definer;
 
+-- Slide a browser session's idle window: the request's context check is a
+-- read (cajex_private.context writes nothing), so the web layer calls this
+-- at most once a minute per browser. Only the holder of the session's
+-- secret can keep it alive, and never past its absolute expiry; a revoked
+-- or expired session stays dead. Returns whether the session was touched.
+create or replace function cajex_private.touch_session(p_session_id uuid, p_secret text)
+returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  update cajex.sessions s
+  set last_seen_at = now(),
+      idle_expires_at = least(now() + (s.idle_expires_at - s.last_seen_at), s.absolute_expires_at)
+  where s.id = p_session_id
+    and s.token_hash = sha256(convert_to(coalesce(p_secret, ''), 'UTF8'))
+    and s.revoked_at is null
+    and s.idle_expires_at > now()
+    and s.absolute_expires_at > now()
+    and s.last_seen_at < now() - interval '30 seconds';
+  return found;
+end;
+$$;
+alter function cajex_private.touch_session(uuid, text) owner to cajex_definer;
+
 --------------------------------------------------------------------------------
 -- Email deliveries (the email job).
 
@@ -427,12 +453,22 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_ws uuid := cajex.current_workspace_id();
+  v_mine text;
 begin
   perform cajex_private.require_permission('workspace.settings');
   if p_methods is null or cardinality(p_methods) = 0
      or not (p_methods <@ array['google', 'apple', 'github', 'magic_link']::text[]) then
     raise exception 'choose at least one of google, apple, github, magic_link'
       using errcode = 'CXINV', detail = 'methods';
+  end if;
+  -- The workspace opens only for sessions made by a chosen method: an admin
+  -- must not lock themselves out by leaving out the one they signed in with.
+  select s.auth_method into v_mine from cajex.sessions s
+  where s.id = (select c.session_id from cajex_private.context c);
+  if v_mine in ('google', 'apple', 'github', 'magic_link') and not (v_mine = any (p_methods)) then
+    raise exception 'keep the method you signed in with (%)', v_mine
+      using errcode = 'CXINV', detail = 'methods',
+            hint = 'sign in with one of the chosen methods first';
   end if;
   insert into cajex.workspace_signin_methods (workspace_id, methods)
   values (v_ws, (select array_agg(distinct m order by m) from unnest(p_methods) m))

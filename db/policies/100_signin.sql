@@ -12,6 +12,18 @@ drop policy if exists "the context can read its sign-in methods" on cajex.worksp
 create policy "the context can read its sign-in methods" on cajex.workspace_signin_methods
   for select using (workspace_id = (select c.workspace_id from cajex_private.context c));
 
+-- cajex.set_signin_methods (owned by cajex_owner, bound by RLS) writes the
+-- row of its own context's workspace only; the request roles have no write
+-- grant, so these policies open nothing to them.
+drop policy if exists "the context can add its sign-in methods" on cajex.workspace_signin_methods;
+create policy "the context can add its sign-in methods" on cajex.workspace_signin_methods
+  for insert with check (workspace_id = (select c.workspace_id from cajex_private.context c));
+drop policy if exists "the context can change its sign-in methods" on cajex.workspace_signin_methods;
+create policy "the context can change its sign-in methods" on cajex.workspace_signin_methods
+  for update
+  using (workspace_id = (select c.workspace_id from cajex_private.context c))
+  with check (workspace_id = (select c.workspace_id from cajex_private.context c));
+
 grant select on cajex.user_identities, cajex.workspace_signin_methods to cajex_app;
 grant select, insert, update, delete on cajex.user_identities, cajex.magic_links,
   cajex.signin_rate_hits, cajex.email_deliveries, cajex.workspace_signin_methods to cajex_definer;
@@ -27,7 +39,8 @@ grant execute on function
   cajex_private.email_delivery_of(bigint),
   cajex_private.dev_mailbox(integer),
   cajex_private.workspace_signin_methods(text),
-  cajex_private.email_branding(uuid)
+  cajex_private.email_branding(uuid),
+  cajex_private.touch_session(uuid, text)
   to cajex_app;
 grant execute on function
   cajex.remove_identity(uuid),

@@ -1,0 +1,132 @@
+-- Sign-in in SQL: a workspace's standard methods (chosen, offered, enforced
+-- where the context opens), linked identities, ending sessions and sliding
+-- the idle window; each allow beside a deny from another workspace or user.
+begin;
+\ir helpers/setup.sql
+select plan(33);
+
+select tests.workspace('ann@a.test', 'alpha');
+select tests.workspace('bob@b.test', 'bravo');
+select tests.member('alpha', 'mia@a.test', 'member');
+
+-- Choosing methods ------------------------------------------------------------
+
+select tests.become('mia@a.test', 'alpha');
+select throws_ok($$ select cajex.set_signin_methods(array['github']) $$,
+  'CXFBD', null, 'a member cannot choose the sign-in methods');
+
+select tests.become('ann@a.test', 'alpha');
+select throws_ok($$ select cajex.set_signin_methods(array['password']) $$,
+  'CXINV', null, 'an unknown method is refused');
+select throws_ok($$ select cajex.set_signin_methods(array[]::text[]) $$,
+  'CXINV', null, 'so is choosing none');
+select lives_ok($$ select cajex.set_signin_methods(array['magic_link', 'github', 'github']) $$,
+  'the owner chooses the methods');
+select is((select methods from cajex.workspace_signin_methods), array['github', 'magic_link'],
+  'each stored once');
+select is((select count(*)::int from cajex.audit_log where action = 'signin.methods_changed'), 1,
+  'and the change is audited');
+
+select tests.become('bob@b.test', 'bravo');
+select is((select count(*)::int from cajex.workspace_signin_methods), 0,
+  'another workspace''s owner cannot read that choice');
+select lives_ok($$ select cajex.set_signin_methods(array['google']) $$,
+  'and choosing for his own workspace');
+select tests.unbecome();
+select is((select methods from cajex.workspace_signin_methods where workspace_id = tests.workspace_id('alpha')),
+  array['github', 'magic_link'], 'leaves alpha''s choice alone');
+select is(cajex_private.workspace_signin_methods('alpha'), array['github', 'magic_link'],
+  'the workspace''s sign-in page offers the chosen methods');
+select is(cajex_private.workspace_signin_methods('nowhere'),
+  array['google', 'apple', 'github', 'magic_link'],
+  'an unknown workspace offers every method (its existence is not revealed)');
+
+-- Enforcement where the context opens -----------------------------------------
+
+select cajex_private.create_session(tests.user('ann@a.test'), sha256('ann-secret'::bytea), 'magic_link')
+  as ann_sid \gset
+select set_config('cajex.context', 'v2.' || :'ann_sid' || '.ann-secret', true);
+select set_config('cajex.workspace', 'alpha', true);
+set local role cajex_app;
+select is((select workspace_slug from cajex_private.context), 'alpha',
+  'a magic-link session opens a workspace that allows email links');
+select throws_ok($$ select cajex.set_signin_methods(array['github']) $$,
+  'CXINV', null, 'an admin cannot leave out the method of their own session');
+reset role;
+update cajex.workspace_signin_methods set methods = array['github']
+  where workspace_id = tests.workspace_id('alpha');
+set local role cajex_app;
+select is((select workspace_id from cajex_private.context), null,
+  'once alpha leaves email links out, that session opens it for nothing');
+select is((select user_id from cajex_private.context), tests.user('ann@a.test'),
+  'while the session itself stays signed in');
+reset role;
+select is((select workspace_id from cajex_private.open_context(
+    tests.sign(format('v1.u.%s.%s.%s', tests.user('ann@a.test'), :'ann_sid',
+                      extract(epoch from now())::bigint + 300)), 'alpha')),
+  null, 'a signed token of that session opens nothing either');
+select tests.unbecome();
+select set_config('cajex.context', '', true);
+select is(tests.become('ann@a.test', 'alpha'), 'alpha',
+  'a session of another kind (not a standard method) still opens alpha');
+select tests.unbecome();
+
+-- Linked identities ------------------------------------------------------------
+
+insert into cajex.user_identities (user_id, provider, issuer, subject, email, email_verified) values
+  (tests.user('ann@a.test'), 'google', 'https://accounts.google.com', 'g-ann', 'ann@a.test', true),
+  (tests.user('ann@a.test'), 'github', 'https://github.com', '101', 'ann@a.test', true),
+  (tests.user('bob@b.test'), 'google', 'https://accounts.google.com', 'g-bob', 'bob@b.test', true);
+select id as ann_google from cajex.user_identities where subject = 'g-ann' \gset
+select id as ann_github from cajex.user_identities where subject = '101' \gset
+
+select tests.become('bob@b.test');
+select is((select count(*)::int from cajex.user_identities), 1, 'a user reads only their own identities');
+select throws_ok(format('select cajex.remove_identity(%L)', :'ann_google'),
+  'CXNFD', null, 'and cannot remove someone else''s');
+select tests.become('ann@a.test');
+select is((select count(*)::int from cajex.user_identities), 2, 'ann reads her two');
+select lives_ok(format('select cajex.remove_identity(%L)', :'ann_google'), 'and removes one');
+select throws_ok(format('select cajex.remove_identity(%L)', :'ann_github'),
+  'CXLST', null, 'but never the last');
+select tests.unbecome();
+select is((select count(*)::int from cajex.user_identities where subject = 'g-bob'), 1,
+  'bob''s identity is untouched');
+
+select throws_ok($$ select * from cajex_private.signin_with_identity(
+    'google', 'https://accounts.google.com', 'g-attacker', 'bob@b.test', false) $$,
+  'CXFBD', null, 'an unverified address matching an account neither links nor signs in');
+select is((select outcome from cajex_private.signin_with_identity(
+    'google', 'https://accounts.google.com', 'g-other', 'bob@b.test', true)),
+  'confirm_link', 'a verified one asks the person to confirm linking');
+select is((select count(*)::int from cajex.user_identities where subject in ('g-attacker', 'g-other')), 0,
+  'and neither writes an identity');
+
+-- Sessions ---------------------------------------------------------------------
+
+select cajex_private.create_session(tests.user('bob@b.test'), sha256('bob-secret'::bytea), 'github')
+  as bob_sid \gset
+select tests.become('ann@a.test');
+select throws_ok(format('select cajex.end_my_session(%L)', :'bob_sid'),
+  'CXNFD', null, 'a user cannot end someone else''s session');
+select ok(cajex.end_all_my_sessions() >= 2, 'sign out everywhere ends all of ann''s sessions');
+select tests.unbecome();
+select is((select count(*)::int from cajex.sessions s
+            where s.user_id = tests.user('ann@a.test') and s.revoked_at is null), 0,
+  'none of hers is left');
+select ok((select revoked_at is null from cajex.sessions where id = :'bob_sid'), 'bob''s session lives on');
+
+update cajex.sessions set last_seen_at = now() - interval '5 minutes',
+                          idle_expires_at = now() + interval '1 minute'
+  where id = :'bob_sid';
+set local role cajex_app;
+select is(cajex_private.touch_session(:'bob_sid', 'not-the-secret'), false,
+  'only the holder of the secret keeps a session alive');
+select is(cajex_private.touch_session(:'bob_sid', 'bob-secret'), true, 'the holder does');
+reset role;
+select ok((select idle_expires_at > now() + interval '1 minute' and idle_expires_at <= absolute_expires_at
+             from cajex.sessions where id = :'bob_sid'),
+  'which slides the idle window, never past the absolute limit');
+
+select * from finish();
+rollback;
