@@ -2,8 +2,9 @@
 
 With no DATABASE_URL / REDIS_URL, a private PostgreSQL cluster and Redis run
 under the data folder (.cajex/ by default) and are reused on the next start.
-Development mode: the development sign-in and the dev mailbox are on, and
-secrets are generated into the data folder.
+Development mode: with no SMTP configured, email (sign-in links included)
+lands in the development mailbox at /dev/mailbox, and secrets are generated
+into the data folder.
 """
 
 from __future__ import annotations

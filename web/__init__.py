@@ -48,7 +48,7 @@ def create_app(
 
     # Every module in cajex.web.views that defines `bp` is registered; a
     # module may also say `development_only = True`, and then production never
-    # registers it (the development sign-in, the dev mailbox).
+    # registers it (the development mailbox).
     from cajex.web import views
 
     for info in sorted(pkgutil.iter_modules(views.__path__), key=lambda m: m.name):
