@@ -6,9 +6,9 @@ import dataclasses
 import re
 
 import pytest
+from cajex.jobs import registry, runner
 
 from cajex import db
-from cajex.jobs import registry, runner
 
 
 @pytest.fixture
