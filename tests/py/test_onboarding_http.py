@@ -234,6 +234,8 @@ def test_ai_can_start_on_with_a_sealed_provider_key(world, person):
     """AI on with a key: enabled, the key stored encrypted (never in the clear or in the draft)."""
     user, client = person
     slug = _to_defaults(client)
+    # On Free, the page says AI runs only once the plan includes it.
+    assert 'id="ai-plan-note"' in client.get("/onboarding/defaults").get_data(as_text=True)
     key = "sk-test-" + secrets.token_hex(16)
     response = post(client, "/onboarding/defaults",
                     {**DEFAULTS, "ai_enabled": "on", "ai_provider": "anthropic", "ai_api_key": key})

@@ -354,7 +354,14 @@ def defaults():
         saved = {"default_role": row["default_role"], "sign_in_methods": ["magic_link", "google", "github", "apple"],
                  "ai_enabled": row["ai_enabled"], "ai_provider": "anthropic",
                  "project_tags": row["project_tags"]}
-    return _page("defaults", draft, values=saved, methods=SIGN_IN_METHODS, providers=AI_PROVIDERS)
+    return _defaults_page(draft, saved)
+
+
+def _defaults_page(draft, values, status=200, errors=None):
+    with _in_workspace(draft["workspace"]["slug"]) as (conn, _):
+        plan_has_ai = conn.execute("select cajex.workspace_has_feature('ai') as ok").fetchone()["ok"]
+    return _page("defaults", draft, status, errors, values=values, methods=SIGN_IN_METHODS,
+                 providers=AI_PROVIDERS, plan_has_ai=plan_has_ai)
 
 
 @bp.post("/defaults")
@@ -387,8 +394,7 @@ def save_defaults():
             _attempt(conn, apply, {"methods": "sign_in_methods", "api_key": "ai_api_key",
                                    "provider": "ai_provider"})
     except StepInvalid as invalid:
-        return _page("defaults", draft, 422, invalid.errors, values=values, methods=SIGN_IN_METHODS,
-                     providers=AI_PROVIDERS)
+        return _defaults_page(draft, values, 422, invalid.errors)
     # The key itself is never kept in the draft.
     data = {**draft["data"], "defaults": values}
     _save(max(draft["step"], "team", key=STEPS.index), data)
