@@ -149,6 +149,16 @@ def sign_in_with(client, provider: str, **query):
     return callback(client, path, params)
 
 
+def link_with(client, provider: str):
+    """A signed-in browser links `provider` from the linked accounts page."""
+    with client.session_transaction() as sess:
+        csrf = sess.setdefault("csrf", "link-csrf-token")
+    begun = client.post(f"/login/{provider}/link", data={"csrf_token": csrf})
+    assert begun.status_code == 303, begun.get_data(as_text=True)
+    path, params = authorize(begun.headers["Location"])
+    return callback(client, path, params)
+
+
 def signed_in_user(client) -> str | None:
     with client.session_transaction() as sess:
         return sess.get("_user_id")

@@ -219,8 +219,9 @@ alter function cajex_private.signin_with_identity(text, text, text, text, boolea
   owner to cajex_definer;
 
 -- Link a provider identity to an existing user after the user confirmed.
--- Only when the provider verified an address that is the user's own (the
--- confirm-link path), or when the user is signed in (p_signed_in_user).
+-- Always only with an address the provider verified: one that is the
+-- account's own (the confirm-link path), or any verified one when the user,
+-- signed in, asked to link from the linked accounts page (p_signed_in).
 create or replace function cajex_private.link_identity(
   p_user_id uuid,
   p_provider text,
@@ -242,6 +243,10 @@ declare
 begin
   if p_provider is null or p_provider not in ('google', 'apple', 'github') then
     raise exception 'unknown provider' using errcode = 'CXINV', detail = 'provider';
+  end if;
+  if p_signed_in and not coalesce(p_email_verified, false) then
+    raise exception 'the provider did not verify an address for this sign-in'
+      using errcode = 'CXFBD', detail = 'email_verified';
   end if;
   if not p_signed_in and not (coalesce(p_email_verified, false) and exists (
       select from cajex.users u where u.id = p_user_id and u.email = v_email and u.disabled_at is null)) then

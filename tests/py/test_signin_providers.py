@@ -367,7 +367,7 @@ def test_signed_in_user_links_a_provider_from_the_linked_page(
     idps.github.github_emails = [
         {"email": "mia@work.example", "primary": True, "verified": True}
     ]
-    done = flow.sign_in_with(client, "github", link=1)
+    done = flow.link_with(client, "github")
     assert done.status_code == 302 and done.headers["Location"].endswith(
         "/account/linked"
     )
@@ -378,9 +378,48 @@ def test_signed_in_user_links_a_provider_from_the_linked_page(
     someone = world.user()
     other = papp.test_client()
     world.login(other, someone)
-    taken = flow.sign_in_with(other, "github", link=1)
+    taken = flow.link_with(other, "github")
     assert taken.status_code == 409 and code_of(taken) == "duplicate"
     assert identities_of(world, someone.id) == []
+
+
+def test_linking_needs_a_form_post_and_a_verified_address(world, papp, idps):
+    user = world.user("oscar@example.com")
+    client = papp.test_client()
+    world.login(client, user)
+    before = counts(world)
+    # No other site can start a linking flow: it is a POST with the form token.
+    forged = client.post("/login/google/link", headers={"Accept": "application/json"})
+    assert forged.status_code == 400 and code_of(forged) == "csrf_failed"
+    # A link in a GET is a plain sign-in, never a link to the signed-in account.
+    idps.google.next_user = {
+        "sub": "g-elsewhere",
+        "email": "elsewhere@example.com",
+        "email_verified": True,
+    }
+    assert flow.sign_in_with(client, "google", link=1).status_code == 302
+    assert identities_of(world, user.id) == []
+    # Linking while signed in still needs an address the provider verified.
+    world.login(client, user)
+    idps.google.next_user = {
+        "sub": "g-unverified",
+        "email": "oscar@example.com",
+        "email_verified": False,
+    }
+    refused = flow.link_with(client, "google")
+    assert refused.status_code == 403 and code_of(refused) == "forbidden"
+    assert identities_of(world, user.id) == []
+    assert counts(world)["identities"] == before["identities"] + 1  # g-elsewhere only
+    # Signed out, there is nothing to link to.
+    anonymous = papp.test_client()
+    with anonymous.session_transaction() as sess:
+        sess["csrf"] = "x" * 32
+    response = anonymous.post(
+        "/login/google/link",
+        data={"csrf_token": "x" * 32},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 401
 
 
 def test_linked_methods_are_listed_and_removed_but_never_the_last(world, papp, idps):
@@ -392,8 +431,8 @@ def test_linked_methods_are_listed_and_removed_but_never_the_last(world, papp, i
         "email": user.email,
         "email_verified": True,
     }
-    flow.sign_in_with(client, "google", link=1)
-    flow.sign_in_with(client, "github", link=1)
+    flow.link_with(client, "google")
+    flow.link_with(client, "github")
     world.login(client, user)
     rows = world.admin.execute(
         "select id, provider from cajex.user_identities where user_id = %s order by provider",

@@ -3,7 +3,7 @@
 -- the idle window; each allow beside a deny from another workspace or user.
 begin;
 \ir helpers/setup.sql
-select plan(33);
+select plan(36);
 
 select tests.workspace('ann@a.test', 'alpha');
 select tests.workspace('bob@b.test', 'bravo');
@@ -101,6 +101,16 @@ select is((select outcome from cajex_private.signin_with_identity(
   'confirm_link', 'a verified one asks the person to confirm linking');
 select is((select count(*)::int from cajex.user_identities where subject in ('g-attacker', 'g-other')), 0,
   'and neither writes an identity');
+
+select throws_ok(format($$ select cajex_private.link_identity(%L, 'github', 'https://github.com', '555',
+                                'bob@elsewhere.test', false, true) $$, tests.user('bob@b.test')),
+  'CXFBD', null, 'linking while signed in still needs an address the provider verified');
+select lives_ok(format($$ select cajex_private.link_identity(%L, 'github', 'https://github.com', '555',
+                               'bob@elsewhere.test', true, true) $$, tests.user('bob@b.test')),
+  'with one, a signed-in user links that provider');
+select throws_ok(format($$ select cajex_private.link_identity(%L, 'github', 'https://github.com', '555',
+                                'ann@a.test', true, false) $$, tests.user('ann@a.test')),
+  'CXDUP', null, 'an identity linked to one account cannot be linked to another');
 
 -- Sessions ---------------------------------------------------------------------
 

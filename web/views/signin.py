@@ -198,8 +198,25 @@ def _redirect_uri(name: str) -> str:
 
 @bp.get("/login/<provider>")
 def begin(provider: str):
+    return _begin(provider, link=False)
+
+
+@bp.post("/login/<provider>/link")
+def begin_link(provider: str):
+    """A signed-in user links another provider (the linked accounts page).
+
+    A POST with the form's CSRF token: the click is the user's confirmation,
+    and no other site can start a linking flow in their browser.
+    """
+    if auth.current_user_uuid() is None:
+        raise AppError(401, "unauthenticated", "sign in first")
+    return _begin(provider, link=True)
+
+
+def _begin(provider: str, link: bool):
     config = _provider(provider)
-    _workspace_allows(provider)
+    if not link:
+        _workspace_allows(provider)
     try:
         if provider == "github":
             started = providers.github_begin(config, _redirect_uri(provider))
@@ -212,11 +229,11 @@ def begin(provider: str):
         "state": started.state,
         "nonce": started.nonce,
         "verifier": started.code_verifier,
-        "next": _safe_next(request.args.get("next")),
-        "link": bool(request.args.get("link")),
+        "next": _safe_next(request.values.get("next")),
+        "link": link,
         "at": int(time.time()),
     }
-    return redirect(started.url)
+    return redirect(started.url, 303 if link else 302)
 
 
 @bp.post("/login/<provider>/callback")
