@@ -161,7 +161,12 @@ class FakeProvider:
 
     def start(self) -> FakeProvider:
         self._server = make_server("127.0.0.1", self.port, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it, once per test.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
         self._thread.start()
         return self
 

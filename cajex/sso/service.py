@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
+import time
 import urllib.parse
 import uuid
 
@@ -758,6 +759,7 @@ def oidc_provision(
 
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_MAX_AGE = 600  # seconds
 
 
 def oidc_backchannel_logout(
@@ -767,7 +769,8 @@ def oidc_backchannel_logout(
 
     Refused (SSOError, nothing changed): a bad signature, another issuer or
     audience, an `iat` out of the skew, a `jti` seen before, a `typ` other than
-    logout+jwt, no back-channel event, a `nonce`, neither `sid` nor `sub`.
+    logout+jwt, no back-channel event, a `nonce`, neither `sid` nor `sub`,
+    an `iat` older than ten minutes.
     """
     if not token:
         _refuse("logout_token_missing", r, "no logout token")
@@ -787,6 +790,7 @@ def oidc_backchannel_logout(
             audience=rp.client_id,
             clock_skew=rp.clock_skew,
             require_exp=False,
+            require_sub=False,
         )
     except oidc.OIDCError as exc:
         _refuse("logout_" + exc.code, r, "the logout token was refused")
@@ -805,6 +809,10 @@ def oidc_backchannel_logout(
     if sid is None and sub is None:
         _refuse("logout_subject", r, "the logout token names neither sid nor sub")
     iat = claims.get("iat")
+    # A logout token is sent once, at logout: an old one is refused, so the
+    # jti cache (kept an hour at least) covers every token still accepted.
+    if float(iat) < time.time() - LOGOUT_TOKEN_MAX_AGE - rp.clock_skew:
+        _refuse("logout_stale", r, "the logout token is too old")
     kept_until = dt.datetime.fromtimestamp(float(iat), dt.UTC) + dt.timedelta(hours=1)
     with db.as_service(pool, settings.context_secret, r.workspace_id, "sso") as (
         conn,

@@ -247,9 +247,10 @@ BAD_LOGOUT_TOKENS = {
     "no_jti": lambda a: a.logout_token(jti=None),
     "no_iat": lambda a: a.logout_token(iat=None),
     "expired": lambda a: a.logout_token(
-        iat=int(time.time()) - 7200, exp=int(time.time()) - 3600
+        iat=int(time.time()) - 300, exp=int(time.time()) - 240
     ),
     "neither_sub_nor_sid": lambda a: a.logout_token(sub=None, sid=None),
+    "stale_iat": lambda a: a.logout_token(iat=int(time.time()) - 7200),
     "event_not_an_object": lambda a: a.logout_token(
         events={"http://schemas.openid.net/event/backchannel-logout": "yes"}
     ),
@@ -659,3 +660,14 @@ def test_rp_initiated_logout_ends_the_session_and_goes_to_the_provider(
     assert query["post_logout_redirect_uri"] == [PUBLIC + "/"]
     assert live_sessions(world) == []
     assert client.get(f"/w/{a.ws.slug}/api/v1/projects").status_code == 401
+
+
+def test_logout_by_sid_alone_ends_that_session(world, client, app, tenants):
+    a, _ = tenants
+    _sign_in_two(client, app, a)
+    r = client.post(
+        f"/sso/oidc/{a.cid}/backchannel-logout",
+        data={"logout_token": a.logout_token(sub=None, sid="idp-session-2")},
+    )
+    assert r.status_code == 200 and r.json == {"ended": 1}
+    assert [x["idp_subject"] for x in live_sessions(world)] == ["ada-1"]
