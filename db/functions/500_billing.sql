@@ -422,7 +422,10 @@ begin
     -- a session of this customer naming another workspace is not applied.
     v_new_plan := p_object ->> 'plan';
     if v_sub is null or (p_object ->> 'client_reference_id') is distinct from v_b.workspace_id::text
-       or not exists (select from cajex.plans p where p.code = v_new_plan and p.code <> 'free') then
+       or not exists (select from cajex.plans p where p.code = v_new_plan and p.code <> 'free')
+       -- A second Checkout while another subscription is live: not ours to switch.
+       or (v_b.stripe_subscription_id is not null and v_b.stripe_subscription_id <> v_sub
+           and coalesce(v_b.subscription_status, 'active') not in ('canceled', 'incomplete_expired')) then
       v_outcome := 'ignored';
       v_new_plan := null;
     else

@@ -280,6 +280,26 @@ def test_checkout_completion_subscribes_the_workspace(world, client):
     assert billing(world, ws)["seats_paid"] == 2
 
 
+def test_a_second_checkout_does_not_replace_a_live_subscription(world, client):
+    ws = world.workspace()
+    with_customer(world, ws, "cus_twice")
+    post_event(client, sub_event("customer.subscription.created", "cus_twice", 1))
+    session = {
+        "id": "cs_test_3",
+        "object": "checkout.session",
+        "customer": "cus_twice",
+        "subscription": "sub_another",
+        "client_reference_id": str(ws.id),
+        "metadata": {"plan": "enterprise"},
+    }
+    outcome = post_event(
+        client, event("checkout.session.completed", session)
+    ).get_json()
+    assert outcome == {"outcome": "ignored"}
+    row = billing(world, ws)
+    assert row["plan"] == "basic" and row["stripe_subscription_id"] == "sub_twice"
+
+
 def test_checkout_naming_another_workspace_is_not_applied(world, client):
     a, b = world.workspace(), world.workspace()
     with_customer(world, a, "cus_ckoa")

@@ -228,14 +228,19 @@ def change_plan(conn, plan: str) -> dict:
         conn.execute("select cajex.change_plan(%s, 'offline')", (plan,))
         return {"done": True}
     state = conn.execute(
-        "select stripe_subscription_id, stripe_item_id, subscription_status, seats_used,"
-        " seat_sequence from cajex.workspace_billing"
-        " where workspace_id = cajex.current_workspace_id()"
+        "select b.stripe_subscription_id, b.stripe_item_id, b.subscription_status,"
+        " b.seats_used, b.seat_sequence, w.plan from cajex.workspace_billing b"
+        " join cajex.workspaces w on w.id = b.workspace_id"
+        " where b.workspace_id = cajex.current_workspace_id()"
     ).fetchone()
     live = state["stripe_subscription_id"] and state["subscription_status"] not in (
         "canceled",
         "incomplete_expired",
     )
+    # Nothing to do, unless a paid plan chosen while billing was offline now
+    # needs its subscription.
+    if state["plan"] == plan and (live or plan == "free"):
+        return {"done": True}
     ws = str(g.workspace.workspace_id)
     if plan == "free":
         if live:
