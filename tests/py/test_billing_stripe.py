@@ -270,3 +270,80 @@ def test_localstripe_knows_every_configured_price(billing_settings):
         assert exc.http_status == 404
     else:
         raise AssertionError("an unknown plan was found")
+
+
+def test_localstripe_webhooks_reach_the_endpoint_signed(
+    world, billing_settings, billing_app
+):
+    """localstripe itself signs and delivers subscription events to the app
+    served on loopback: created applies the plan, deleted returns to Free."""
+    import threading
+    import time
+    import urllib.parse
+    import urllib.request
+
+    from werkzeug.serving import make_server
+
+    from cajex.testing.billing import WEBHOOK_SECRETS
+
+    server = make_server("127.0.0.1", 0, billing_app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = f"http://127.0.0.1:{server.server_port}/api/v1/stripe/webhook"
+        form = urllib.parse.urlencode(
+            {
+                "url": hook,
+                "secret": WEBHOOK_SECRETS[1],
+                "events[0]": "customer.subscription.created",
+                "events[1]": "customer.subscription.deleted",
+            }
+        ).encode()
+        base = billing_settings.stripe_api_base
+        config_url = f"{base}/_config/webhooks/cajex-{server.server_port}"
+        urllib.request.urlopen(config_url, form)  # noqa: S310  (loopback http)
+
+        ws = world.workspace()
+        world.member(ws)
+        customer = stripe_api.create_customer(billing_settings, str(ws.id), ws.slug)
+        with world.as_user(ws.owner, ws) as (conn, _):
+            conn.execute("select cajex.record_stripe_customer(%s)", (customer,))
+        attach_card(base, customer)
+        sub = stripe_api.create_subscription(
+            billing_settings, customer, PRICES["pro"], 2, str(ws.id), f"hook-{ws.id}"
+        )
+
+        def wait_for(predicate):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                row = billing_row(world, ws)
+                if predicate(row):
+                    return row
+                time.sleep(0.2)
+            raise AssertionError(f"no webhook applied: {row}")
+
+        row = wait_for(lambda r: r["stripe_subscription_id"] == sub["subscription_id"])
+        assert row["seats_paid"] == 2 and row["subscription_status"] == "active"
+        plan = world.admin.execute(
+            "select plan from cajex.workspaces where id = %s", (ws.id,)
+        ).fetchone()["plan"]
+        assert plan == "pro"
+
+        stripe_api.client(billing_settings).v1.subscriptions.cancel(
+            sub["subscription_id"]
+        )
+        row = wait_for(lambda r: r["subscription_status"] == "canceled")
+        plan = world.admin.execute(
+            "select plan from cajex.workspaces where id = %s", (ws.id,)
+        ).fetchone()["plan"]
+        assert plan == "free"
+        outcomes = world.admin.execute(
+            "select event_type, outcome from cajex_private.stripe_events"
+            " where workspace_id = %s order by received_at",
+            (ws.id,),
+        ).fetchall()
+        assert [(o["event_type"], o["outcome"]) for o in outcomes] == [
+            ("customer.subscription.created", "applied"),
+            ("customer.subscription.deleted", "applied"),
+        ]
+    finally:
+        server.shutdown()
