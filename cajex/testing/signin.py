@@ -74,7 +74,7 @@ def provider_settings(idps: Providers, **overrides) -> dict:
             "client_id": idps.google.client_id,
             "client_secret": idps.google.client_secret,
             "issuer": idps.google.issuer,
-            "jwks_refresh_seconds": 1,
+            "jwks_refresh_seconds": 300,
         },
         "apple": {
             "client_id": idps.apple.client_id,
