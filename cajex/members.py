@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import re
 import secrets
 from urllib.parse import quote
@@ -121,19 +120,16 @@ def results_csv(results: list[dict]) -> str:
 
 def invite_rows(conn, public_url: str, slug: str, rows: list[BulkRow]) -> list[dict]:
     """Invite `rows` in the open workspace (one SQL call); per-row outcomes."""
-    payload = []
-    for row in rows:
-        token, digest = new_token()
-        payload.append({
-            "line": row.line,
-            "email": row.email,
-            "role": row.role,
-            "token_hash": digest.hex(),
-            "link": accept_link(public_url, slug, token),
-        })
+    tokens = [new_token() for _ in rows]
     found = conn.execute(
-        "select line, email, outcome, invitation_id from cajex.invite_members(%s::jsonb)",
-        (json.dumps(payload),),
+        "select line, email, outcome, invitation_id from cajex.invite_members(%s, %s, %s, %s, %s)",
+        (
+            [r.line for r in rows],
+            [r.email for r in rows],
+            [r.role for r in rows],
+            [digest for _, digest in tokens],
+            [accept_link(public_url, slug, token) for token, _ in tokens],
+        ),
     ).fetchall()
     roles = {r.line: r.role for r in rows}
     return [

@@ -47,7 +47,7 @@ grant select, insert, update, delete on cajex.invitations, cajex.onboarding_draf
 
 grant execute on function
   cajex.invite_member(text, text, bytea, text, interval),
-  cajex.invite_members(jsonb),
+  cajex.invite_members(integer[], text[], text[], bytea[], text[]),
   cajex.invitation_preview(text, bytea),
   cajex.accept_invitation(text, bytea),
   cajex.decline_invitation(text, bytea),

@@ -441,7 +441,7 @@ def test_concurrent_acceptances_cannot_overfill_the_plan(world):
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=attempt, args=pair) for pair in zip(people, tokens)]
+    threads = [threading.Thread(target=attempt, args=pair) for pair in zip(people, tokens, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -449,3 +449,48 @@ def test_concurrent_acceptances_cannot_overfill_the_plan(world):
     assert sorted(outcomes) == ["CXPLN", "ok"], outcomes
     seats = world.admin.execute("select cajex.seat_count(%s) as n", (ws.id,)).fetchone()["n"]
     assert seats == 3
+
+
+def test_bulk_list_answers_each_row_as_single_invitations_would(world):
+    """Repeated addresses, an expired invitation and a pending one in one list."""
+    ws = world.workspace(plan="basic")  # ten seats
+    with world.as_user(ws.owner, ws) as (conn, _):
+        _, stale = invite(conn, ws.slug, "stale@example.test")
+        _, pending = invite(conn, ws.slug, "pending@example.test")
+    world.admin.execute("update cajex.invitations set expires_at = now() - interval '1 minute' where id = %s",
+                        (stale["invitation_id"],))
+    rows = [members.BulkRow(n, e, r) for n, (e, r) in enumerate([
+        ("twice@example.test", "member"),
+        ("TWICE@example.test", "viewer"),
+        ("stale@example.test", "member"),
+        ("pending@example.test", "member"),
+        ("twice@example.test", "emperor"),
+    ], start=1)]
+    with world.as_user(ws.owner, ws) as (conn, _):
+        results = members.invite_rows(conn, PUBLIC, ws.slug, rows)
+        audits = conn.execute(
+            "select action, details from cajex.audit_log where action like 'invitation.%created'"
+            " order by id").fetchall()
+    assert [r["outcome"] for r in results] == [
+        "invited", "already_invited", "invited", "already_invited", "invalid_role"]
+    assert results[1]["invitation_id"] == results[0]["invitation_id"]
+    assert results[3]["invitation_id"] == str(pending["invitation_id"])
+    assert results[4]["invitation_id"] is None
+    # Two single invitations, then one event for the list naming its two.
+    assert [a["action"] for a in audits] == ["invitation.created"] * 2 + ["invitation.bulk_created"]
+    assert audits[2]["details"]["count"] == 2
+    assert set(audits[2]["details"]["invitations"]) == {results[0]["invitation_id"], results[2]["invitation_id"]}
+    statuses = {r["email"]: r["status"] for r in world.admin.execute(
+        "select email, status from cajex.invitations where workspace_id = %s and status <> 'replaced'", (ws.id,))}
+    assert statuses == {"twice@example.test": "pending", "stale@example.test": "pending",
+                        "pending@example.test": "pending"}
+
+
+def test_bulk_list_from_another_workspace_is_refused(world):
+    a, b = world.workspace(), world.workspace()
+    with world.as_user(a.owner, b) as (conn, opened):
+        assert opened.workspace_id is None
+        with raises_sql("CXNCX"):
+            members.invite_rows(conn, PUBLIC, b.slug, [members.BulkRow(1, "x@example.test", "member")])
+    assert world.admin.execute(
+        "select count(*) as n from cajex.invitations where workspace_id = %s", (b.id,)).fetchone()["n"] == 0
