@@ -481,3 +481,15 @@ $$;
 alter function cajex_private.apply_stripe_event(text, text, bigint, text, jsonb) owner to cajex_definer;
 comment on function cajex_private.apply_stripe_event(text, text, bigint, text, jsonb) is
   'Apply a verified Stripe event once; returns duplicate, unmapped, stale, ignored or applied.';
+
+--------------------------------------------------------------------------------
+-- PostgREST: the open workspace's billing, under the caller's RLS (owners
+-- and admins see one row, everyone else none).
+create or replace view api.billing
+with (security_invoker = true)
+as
+  select b.workspace_id, w.plan, b.seats_used, b.seats_paid, b.subscription_status,
+         b.current_period_end, b.cancel_at_period_end, b.grace_until,
+         coalesce(b.grace_until <= now(), false) as limited
+  from cajex.workspace_billing b
+  join cajex.workspaces w on w.id = b.workspace_id;

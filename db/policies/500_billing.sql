@@ -43,3 +43,5 @@ grant execute on function
   cajex.seat_count(uuid),
   cajex_private.billing_limited(uuid)
   to cajex_owner;
+
+grant select on api.billing to cajex_api;

@@ -325,3 +325,39 @@ def test_cancel_and_portal_say_billing_is_offline(world, signed_in):
         resp.status_code == 409
         and resp.get_json()["error"]["code"] == "billing_offline"
     )
+
+
+def postgrest_billing(db_urls, settings, user, ws) -> list[dict]:
+    """PostgREST's transaction (role, verified claims, pre-request) reading api.billing."""
+    import json
+
+    from psycopg.rows import dict_row
+
+    from cajex import jwt
+
+    claims = jwt.verify(
+        jwt.postgrest_token(settings.jwt_secret, user.id, user.session_id, str(ws.id)),
+        settings.jwt_secret,
+    )
+    with psycopg.connect(db_urls["authenticator"], row_factory=dict_row) as conn:
+        conn.execute(
+            "select set_config('role', 'cajex_api', true),"
+            " set_config('request.jwt.claims', %s, true)",
+            (json.dumps(claims),),
+        )
+        conn.execute("select api.pre_request()")
+        return conn.execute(
+            "select workspace_id, plan, seats_used from api.billing"
+        ).fetchall()
+
+
+def test_postgrest_reads_the_same_billing_and_nothing_of_another(
+    world, db_urls, settings
+):
+    ws, other = world.workspace(plan="pro"), world.workspace()
+    member = world.member(ws)
+    assert postgrest_billing(db_urls, settings, ws.owner, ws) == [
+        {"workspace_id": ws.id, "plan": "pro", "seats_used": 2}
+    ]
+    assert postgrest_billing(db_urls, settings, member, ws) == []
+    assert postgrest_billing(db_urls, settings, other.owner, ws) == []
