@@ -619,6 +619,11 @@ declare
   v_count integer := 0;
 begin
   perform cajex_private.require_permission('sso.signin');
+  -- Definer: RLS does not scope this function, so the connection must be
+  -- the context's own before any session is looked at.
+  if not exists (select from cajex.sso_connections c where c.workspace_id = v_ws and c.id = p_connection_id) then
+    raise exception 'no such SSO connection' using errcode = 'CXNFD', detail = 'connection';
+  end if;
   if p_subject is null and p_idp_session_id is null then
     raise exception 'a logout names a subject or a session' using errcode = 'CXINV', detail = 'subject';
   end if;
