@@ -98,8 +98,29 @@ def reduce(event: dict, settings) -> tuple[str | None, dict]:
 
 
 def apply(conn, event: dict, settings) -> str:
-    """Apply a verified event once (cajex_private.apply_stripe_event); the outcome."""
+    """Apply a verified event once (cajex_private.apply_stripe_event); the outcome.
+
+    With Stripe configured, a subscription event's state is re-fetched from
+    Stripe rather than read from the event: whatever order events arrive in
+    (even two within one second, which their timestamps cannot order), what
+    is applied is the subscription as it is now. The event still decides
+    which workspace (by its customer) and whether it is stale. Costs one
+    Stripe read per subscription event; a failed read answers 500 and
+    Stripe delivers again later.
+    """
+    from cajex import billing
+
     customer, fields = reduce(event, settings)
+    kind = event.get("type", "")
+    if (
+        kind.startswith("customer.subscription.")
+        and billing.online(settings)
+        and fields.get("subscription_id")
+    ):
+        fetched = stripe_api.retrieve_subscription(settings, fields["subscription_id"])
+        if fetched["customer_id"] == customer:
+            fetched.pop("customer_id")
+            fields = fetched
     row = conn.execute(
         "select cajex_private.apply_stripe_event(%s, %s, %s, %s, %s::jsonb) as outcome",
         (

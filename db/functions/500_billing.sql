@@ -337,8 +337,11 @@ alter function cajex_private.record_deletion_cancel(uuid, boolean) owner to caje
 -- context, and the customer id alone names the workspace. Metadata in the
 -- event is never trusted to pick a workspace.
 --
--- Known limit: Stripe timestamps events in whole seconds; two updates of one
--- subscription within the same second apply in arrival order.
+-- Stripe timestamps events in whole seconds, so two updates of one
+-- subscription within the same second cannot be ordered by time: with
+-- Stripe configured the web app passes the subscription as re-fetched from
+-- Stripe (cajex/billing/webhooks.py), so either order applies the same,
+-- current state. Without a fetch they apply in arrival order.
 create or replace function cajex_private.apply_stripe_event(
   p_event_id text,
   p_type text,

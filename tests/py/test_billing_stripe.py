@@ -347,3 +347,40 @@ def test_localstripe_webhooks_reach_the_endpoint_signed(
         ]
     finally:
         server.shutdown()
+
+
+def test_same_second_updates_in_either_order_apply_stripes_current_state(
+    world, billing_settings, billing_app
+):
+    """Two updates within one second cannot be ordered by time: the endpoint
+    re-fetches the subscription, so the older one arriving last changes nothing."""
+    import time
+
+    from cajex.testing.billing import event, post_event, subscription_object
+
+    ws = world.workspace()
+    row = subscribe(world, ws, billing_settings, billing_app)
+    for _ in range(4):
+        world.member(ws)
+    run_jobs(billing_settings, world)
+    sub_id, customer = row["stripe_subscription_id"], row["stripe_customer_id"]
+    assert stripe_sub(billing_settings, sub_id)["quantity"] == 5
+    now = int(time.time()) + 1
+    newer = event(
+        "customer.subscription.updated",
+        subscription_object(
+            sub_id, customer, PRICES["basic"], 5, item_id=row["stripe_item_id"]
+        ),
+        created=now,
+    )
+    older = event(
+        "customer.subscription.updated",
+        subscription_object(
+            sub_id, customer, PRICES["basic"], 1, item_id=row["stripe_item_id"]
+        ),
+        created=now,
+    )
+    client = billing_app.test_client()
+    assert post_event(client, newer).get_json() == {"outcome": "applied"}
+    assert post_event(client, older).get_json() == {"outcome": "applied"}
+    assert billing_row(world, ws)["seats_paid"] == 5
