@@ -845,3 +845,15 @@ def test_cli_token_create_prints_json_for_its_workspace_only(
         )
         == 0
     )
+
+
+def test_settings_page_explains_the_plan_gate_on_other_plans(world, signed_in, client):
+    ws = world.workspace(plan="team")
+    page = signed_in(ws.owner).get(f"/w/{ws.slug}/settings/scim")
+    assert page.status_code == 200
+    assert b"Enterprise plan" in page.data and b"cxscim_" not in page.data
+    # And its SCIM service answers no token, whatever is presented.
+    resp = client.get(
+        f"/scim/v2/{ws.slug}/Users", headers={"Authorization": "Bearer cxscim_x"}
+    )
+    assert resp.status_code == 401

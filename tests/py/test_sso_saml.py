@@ -847,3 +847,137 @@ def test_admin_changes_the_default_role_and_another_workspace_cannot(
         ).fetchone()["default_role"]
         == "viewer"
     )
+
+
+def test_signed_authn_requests_when_the_connection_asks(world, client, settings):
+    s = Setup(world)
+    with world.as_job(s.ws) as (conn, _):
+        conn.execute(
+            "select cajex.update_sso_connection(%s, '{\"sign_requests\": true}')",
+            (s.cid,),
+        )
+    response = client.get(f"/sso/{s.cid}/login")
+    assert response.status_code == 302
+    query = response.location.split("?", 1)[1].encode()
+    assert b"Signature=" in query and b"SigAlg=" in query
+    sp_cert = saml.sp_signing_key(settings.data_dir)[1]
+    saml.verify_redirect_signature(
+        query, saml.IdPConfig("x", "x", "x", None, (sp_cert,))
+    )
+    # Without the flag, the request goes unsigned.
+    with world.as_job(s.ws) as (conn, _):
+        conn.execute(
+            "select cajex.update_sso_connection(%s, '{\"sign_requests\": false}')",
+            (s.cid,),
+        )
+    assert b"Signature=" not in client.get(f"/sso/{s.cid}/login").location.encode()
+
+
+def test_clock_skew_is_the_connections(world, client):
+    import datetime as dt
+
+    s = Setup(world)
+    ended = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=90)
+    window = {"not_before": ended - dt.timedelta(minutes=5), "not_on_or_after": ended}
+    # 90 s late is inside the default skew of 120 s...
+    ok = s.post(client, s.response(s.start(client), assertion_id="_late1", **window))
+    assert ok.status_code == 302
+    # ...and outside a skew of 30 s.
+    with world.as_job(s.ws) as (conn, _):
+        conn.execute(
+            "select cajex.update_sso_connection(%s, '{\"clock_skew_seconds\": 30}')",
+            (s.cid,),
+        )
+    with capture_logs() as logs:
+        late = s.post(
+            client, s.response(s.start(client), assertion_id="_late2", **window)
+        )
+    assert late.status_code == 400
+    assert [e["reason"] for e in logs if e.get("event") == "sso.signin_refused"] == [
+        "expired"
+    ]
+
+
+def test_disabling_or_removing_a_connection_ends_its_sessions(world, client, app):
+    s = Setup(world)
+    s.post(client, s.response(s.start(client)))
+    assert client.get(f"/w/{s.ws.slug}/api/v1/projects").status_code == 200
+    with world.as_job(s.ws) as (conn, _):
+        conn.execute("select cajex.set_sso_connection_status(%s, 'disabled')", (s.cid,))
+    assert client.get(f"/w/{s.ws.slug}/api/v1/projects").status_code == 401
+    # A disabled connection's endpoints answer as if it did not exist.
+    assert client.get(f"/sso/{s.cid}/login").status_code == 404
+    with world.as_job(s.ws) as (conn, _):
+        conn.execute("select cajex.set_sso_connection_status(%s, 'enabled')", (s.cid,))
+    other = app.test_client()
+    s.post(other, s.response(s.start(other), assertion_id="_again"))
+    with world.as_job(s.ws) as (conn, _):
+        conn.execute("select cajex.delete_sso_connection(%s)", (s.cid,))
+    assert other.get(f"/w/{s.ws.slug}/api/v1/projects").status_code == 401
+
+
+def test_cli_add_saml_from_a_metadata_url(world, db_urls, settings, monkeypatch):
+    import http.server
+    import threading
+
+    from click.testing import CliRunner
+
+    from cajex import cli as cli_module
+    from cajex.localservices import free_port
+
+    if "sso" not in cli_module.cli.commands:
+        cli_module._register_areas()
+    idp = fakeidp.TestIdP(
+        "https://sts.windows.net/5a1e0000-0000-0000-0000-00000000cafe/"
+    )
+    body = idp.entra_metadata()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/samlmetadata+xml")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CAJEX_CONTEXT_SECRET", settings.context_secret)
+    monkeypatch.setenv("CAJEX_PUBLIC_URL", PUBLIC)
+    ws = world.workspace(plan="enterprise")
+    url = f"http://127.0.0.1:{server.server_port}/federationmetadata/2007-06/federationmetadata.xml?appid=x"
+    try:
+        runner = CliRunner()
+        base = [
+            "sso",
+            "add-saml",
+            "--workspace",
+            ws.slug,
+            "--database-url",
+            db_urls["app"],
+        ]
+        out = runner.invoke(cli_module.cli, [*base, "--metadata", url])
+        assert out.exit_code == 0, out.output
+        added = json.loads(out.output)
+        row = world.admin.execute(
+            "select saml_metadata_url, saml_idp_entity_id from cajex.sso_connections"
+            " where id = %s",
+            (added["connection_id"],),
+        ).fetchone()
+        assert row["saml_metadata_url"] == url
+        assert row["saml_idp_entity_id"] == idp.entity_id
+        gone = f"http://127.0.0.1:{free_port()}/md.xml"
+        refused = runner.invoke(cli_module.cli, [*base, "--metadata", gone])
+        assert refused.exit_code != 0 and "could not be reached" in refused.output
+        assert (
+            world.admin.execute(
+                "select count(*) as n from cajex.sso_connections where workspace_id = %s",
+                (ws.id,),
+            ).fetchone()["n"]
+            == 1
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
