@@ -218,3 +218,13 @@ def test_related_rows_move_with_their_project(world, signed_in):
         with world.as_user(boss, ws) as (conn, _):
             n = conn.execute(sql.SQL("select count(*) as n from cajex.{t}").format(t=table)).fetchone()["n"]
         assert n == expected, ws.slug
+
+
+def test_the_switcher_links_the_organisations_i_own(world, signed_in):
+    boss = world.user()
+    mine, = org_of(world, boss, "pro")
+    theirs, = org_of(world, world.user(), "pro")
+    world.member(theirs, boss, role="admin")  # a member there, not an owner of it
+    page = signed_in(boss).get(f"/w/{mine.slug}/projects").get_data(as_text=True)
+    assert f'href="/organisations/{mine.organisation_id}"' in page
+    assert f"/organisations/{theirs.organisation_id}" not in page
