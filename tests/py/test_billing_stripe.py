@@ -384,3 +384,21 @@ def test_same_second_updates_in_either_order_apply_stripes_current_state(
     assert post_event(client, newer).get_json() == {"outcome": "applied"}
     assert post_event(client, older).get_json() == {"outcome": "applied"}
     assert billing_row(world, ws)["seats_paid"] == 5
+
+
+def test_the_billing_page_shows_seats_paid_and_the_next_invoice(
+    world, billing_settings, billing_app
+):
+    ws = world.workspace()
+    world.member(ws)
+    subscribe(world, ws, billing_settings, billing_app)
+    client = billing_app.test_client()
+    world.login(client, ws.owner)
+    html = client.get(f"/w/{ws.slug}/billing").get_data(as_text=True)
+    assert "Billing is offline" not in html
+    assert "Seats: 2 in use of 10 allowed, 2 billed." in html
+    # Two Basic seats at 8.00 USD.
+    assert 'id="next-invoice"' in html and "about 16.00 USD" in html
+    assert "Cards and invoices" in html and "Cancel at the end of the period" in html
+    body = client.get(f"/w/{ws.slug}/api/v1/billing").get_json()
+    assert body["mode"] == "stripe" and body["next_invoice"]["amount_cents"] == 1600
