@@ -19,8 +19,8 @@ from cajex import ROOT
 class Settings:
     database_url: str
     redis_url: str
-    #: "development" or "production". The development sign-in and the dev
-    #: mailbox exist only in development mode.
+    #: "development" or "production". The development mailbox exists only
+    #: in development mode.
     env: str = "production"
     #: Signs Flask's cookie.
     secret_key: str = ""
