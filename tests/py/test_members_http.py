@@ -531,3 +531,29 @@ def test_viewer_sees_members_but_no_invitations(world, signed_in):
     api_invite(signed_in(ws.owner), ws, "hidden@example.test")
     page = signed_in(viewer).get(f"/w/{ws.slug}/members").get_data(as_text=True)
     assert viewer.email in page and "hidden@example.test" not in page
+
+
+def test_concurrent_transfers_over_http_leave_one_owner(world, signed_in):
+    """Three tabs of the owner transfer to three heirs at the same instant."""
+    import threading
+
+    ws = world.workspace(plan="pro")
+    heirs = [world.member(ws) for _ in range(3)]
+    clients = [signed_in(ws.owner) for _ in heirs]
+    barrier = threading.Barrier(len(heirs))
+    statuses: list[int] = []
+
+    def attempt(client, heir):
+        barrier.wait()
+        statuses.append(form(client, f"/w/{ws.slug}/members/transfer", user_id=str(heir.id),
+                             confirm=ws.slug).status_code)
+
+    threads = [threading.Thread(target=attempt, args=pair) for pair in zip(clients, heirs, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [302, 403, 403], statuses
+    owners = world.admin.execute(
+        "select user_id from cajex.memberships where workspace_id = %s and role = 'owner'", (ws.id,)).fetchall()
+    assert len(owners) == 1 and owners[0]["user_id"] in {h.id for h in heirs}
