@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from cajex import members
+from cajex.testing.workspaces import mail_worker  # noqa: F401  (fixture)
 
 CSRF = {"X-CSRF-Token": "test-csrf-token"}
 
@@ -557,3 +558,15 @@ def test_concurrent_transfers_over_http_leave_one_owner(world, signed_in):
     owners = world.admin.execute(
         "select user_id from cajex.memberships where workspace_id = %s and role = 'owner'", (ws.id,)).fetchall()
     assert len(owners) == 1 and owners[0]["user_id"] in {h.id for h in heirs}
+
+
+def test_the_invitation_email_is_sent_with_its_link(world, signed_in, mail_worker):  # noqa: F811
+    ws = world.workspace()
+    api_invite(signed_in(ws.owner), ws, "mailed@example.test", "viewer")
+    assert "done" in " ".join(str(r) for r in mail_worker())
+    sent = world.admin.execute(
+        "select recipient, subject, text_body from cajex.email_deliveries where recipient = %s",
+        ("mailed@example.test",)).fetchall()
+    assert len(sent) == 1
+    assert invite_link(world, "mailed@example.test") in sent[0]["text_body"]
+    assert "viewer" in sent[0]["text_body"]
