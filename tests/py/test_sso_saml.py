@@ -981,3 +981,42 @@ def test_cli_add_saml_from_a_metadata_url(world, db_urls, settings, monkeypatch)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_sign_in_with_sso_routes_each_domain_to_its_own_connection(world, client):
+    a = Setup(world)
+    b = Setup(world, domain="other.test")
+    with client.session_transaction() as sess:
+        sess["csrf"] = "t"
+
+    def route(email):
+        return client.post("/sso", data={"email": email}, headers={"X-CSRF-Token": "t"})
+
+    assert route("zoe@acme.test").location.endswith(f"/sso/{a.cid}/login")
+    assert route("Zoe@OTHER.test").location.endswith(f"/sso/{b.cid}/login")
+    assert route("zoe@nobody.test").status_code == 404
+    assert route("not an address").status_code == 404
+    # A disabled connection routes nobody.
+    with world.as_job(b.ws) as (conn, _):
+        conn.execute("select cajex.set_sso_connection_status(%s, 'disabled')", (b.cid,))
+    assert route("zoe@other.test").status_code == 404
+
+
+def test_an_idp_session_of_one_workspace_does_not_open_another_enforcing_one(
+    world, client
+):
+    a = Setup(world)
+    b = Setup(world, domain="other.test")
+    # Alice signs in through A's IdP, and is also a member of B.
+    a.post(client, a.response(a.start(client)))
+    alice = world.admin.execute(
+        "select id from cajex.users where email = 'alice@acme.test'"
+    ).fetchone()["id"]
+    with world.as_user(b.owner, b.ws) as (conn, _):
+        conn.execute("select cajex_private.add_member(%s, 'member')", (alice,))
+    assert client.get(f"/w/{b.ws.slug}/api/v1/projects").status_code == 200
+    with world.as_job(b.ws) as (conn, _):
+        conn.execute("select cajex.set_sso_enforced(true)")
+    # B now wants a session from B's IdP: A's does not do.
+    assert client.get(f"/w/{b.ws.slug}/api/v1/projects").status_code == 404
+    assert client.get(f"/w/{a.ws.slug}/api/v1/projects").status_code == 200
