@@ -166,6 +166,41 @@ def _slide_idle_window():
     return None
 
 
+def refuse_sign_in_method(conn, slug: str):
+    """The answer when a workspace stayed closed because of its sign-in methods.
+
+    A member signed in by a method the workspace does not allow is told so:
+    a 403 `signin_method_not_allowed` for the API, the workspace's sign-in
+    page for a browser. None when that is not the reason (then the caller
+    answers 404, as for a workspace that does not exist).
+    """
+    sid, secret = session.get("sid"), session.get("sk")
+    try:
+        session_id = uuid.UUID(str(sid))
+    except ValueError:
+        return None
+    row = conn.execute(
+        "select cajex_private.signin_methods_required(%s, %s, %s) as m",
+        (session_id, secret, slug),
+    ).fetchone()
+    if row is None or row["m"] is None:
+        return None
+    from cajex.web.errors import wants_json
+    from flask import redirect, url_for
+
+    from cajex.errors import AppError
+
+    if wants_json():
+        raise AppError(
+            403,
+            "signin_method_not_allowed",
+            "this workspace asks you to sign in with: " + ", ".join(row["m"]),
+        )
+    return redirect(
+        url_for("signin.workspace_login", slug=slug, next=request.path, method="refused")
+    )
+
+
 def end_session(conn, reason: str = "sign_out") -> None:
     """Revoke this browser's session and clear the cookie."""
     if current_user.is_authenticated:

@@ -195,6 +195,9 @@ def workspace_view(permission: str | None = None):
                         if not opened.opened:
                             return _signed_out()
                         if opened.workspace_id is None:
+                            refused = auth.refuse_sign_in_method(conn, slug)
+                            if refused is not None:
+                                return refused
                             abort(404)
                         g.db = conn
                         g.workspace = opened

@@ -368,6 +368,36 @@ end;
 $$;
 alter function cajex_private.touch_session(uuid, text) owner to cajex_definer;
 
+-- Why a workspace did not open for this browser, when the reason is the
+-- workspace's chosen sign-in methods: the methods it allows, else null.
+-- Answers only to the holder of a live session of an active member, so it
+-- tells nobody else anything about the workspace.
+create or replace function cajex_private.signin_methods_required(
+  p_session_id uuid,
+  p_secret text,
+  p_slug text
+)
+returns text[]
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select m.methods
+  from cajex.sessions s
+  join cajex.memberships mb on mb.user_id = s.user_id and mb.status = 'active'
+  join cajex.workspaces w on w.id = mb.workspace_id and w.slug = p_slug and w.status = 'active'
+  join cajex.workspace_signin_methods m on m.workspace_id = w.id
+  where s.id = p_session_id
+    and s.token_hash = sha256(convert_to(coalesce(p_secret, ''), 'UTF8'))
+    and s.revoked_at is null
+    and s.idle_expires_at > now()
+    and s.absolute_expires_at > now()
+    and s.auth_method in ('google', 'apple', 'github', 'magic_link')
+    and s.auth_method <> all (m.methods);
+$$;
+alter function cajex_private.signin_methods_required(uuid, text, text) owner to cajex_definer;
+
 --------------------------------------------------------------------------------
 -- Email deliveries (the email job).
 

@@ -474,8 +474,20 @@ def test_a_session_of_a_left_out_method_does_not_open_the_workspace(world, app):
     assert browser.get(f"/w/{ws.slug}/api/v1/projects").status_code == 200
     with world.as_user(ws.owner, ws) as (conn, _):
         conn.execute("select cajex.set_signin_methods(array['google', 'github'])")
-    # The very next request: the workspace opens for nothing.
-    assert browser.get(f"/w/{ws.slug}/api/v1/projects").status_code == 404
+    # The very next request: the workspace does not open, and says why.
+    refused = browser.get(f"/w/{ws.slug}/api/v1/projects")
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "signin_method_not_allowed"
+    page = browser.get(f"/w/{ws.slug}/projects")
+    assert page.status_code == 302
+    assert f"/w/{ws.slug}/login" in page.headers["Location"]
+    assert "This workspace asks you" in browser.get(page.headers["Location"]).get_data(
+        as_text=True
+    )
+    # Someone who is not a member learns nothing: the same 404 as for no workspace.
+    outsider = app.test_client()
+    magic_sign_in(world, outsider, world.user().email)
+    assert outsider.get(f"/w/{ws.slug}/api/v1/projects").status_code == 404
     # The owner's factory session (not a standard method) is not affected.
     with world.as_user(ws.owner, ws) as (conn, opened):
         assert opened.workspace_id == ws.id

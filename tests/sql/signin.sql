@@ -3,7 +3,7 @@
 -- the idle window; each allow beside a deny from another workspace or user.
 begin;
 \ir helpers/setup.sql
-select plan(36);
+select plan(39);
 
 select tests.workspace('ann@a.test', 'alpha');
 select tests.workspace('bob@b.test', 'bravo');
@@ -65,6 +65,12 @@ select is((select workspace_id from cajex_private.open_context(
     tests.sign(format('v1.u.%s.%s.%s', tests.user('ann@a.test'), :'ann_sid',
                       extract(epoch from now())::bigint + 300)), 'alpha')),
   null, 'a signed token of that session opens nothing either');
+select is(cajex_private.signin_methods_required(:'ann_sid', 'ann-secret', 'alpha'), array['github'],
+  'the member is told which methods alpha asks for');
+select is(cajex_private.signin_methods_required(:'ann_sid', 'wrong-secret', 'alpha'), null,
+  'nobody without the session''s secret is told anything');
+select is(cajex_private.signin_methods_required(:'ann_sid', 'ann-secret', 'bravo'), null,
+  'nor about a workspace the user is not in');
 select tests.unbecome();
 select set_config('cajex.context', '', true);
 select is(tests.become('ann@a.test', 'alpha'), 'alpha',
