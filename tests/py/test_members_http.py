@@ -368,8 +368,9 @@ def test_bulk_csv_upload_answers_with_safe_csv(world, signed_in):
     ("Jos\xe9@example.test\n".encode("latin-1"), "bad_encoding"),
     (b"\x89PNG\r\n\x1a\n\x00\x00", "bad_encoding"),
     (b"\n\n", "empty"),
+    (b"".join(b"a" * 400 + b"@example.test\n" for _ in range(1000)), "too_large"),
 ])
-def test_bulk_refuses_files_that_are_not_utf8_text(world, signed_in, raw, code):
+def test_bulk_refuses_files_it_cannot_read_whole(world, signed_in, raw, code):
     ws = world.workspace()
     r = signed_in(ws.owner).post(f"/w/{ws.slug}/members/bulk", data={
         "file": (io.BytesIO(raw), "list.csv"), "csrf_token": "test-csrf-token"},
