@@ -301,6 +301,17 @@ def test_resend_kills_the_old_link(world, signed_in):
     assert form(client, new + "/accept").status_code == 302
 
 
+def test_resending_from_another_workspace_is_not_found(world, signed_in):
+    a, b = world.workspace(), world.workspace()
+    invited = api_invite(signed_in(a.owner), a, "stay@example.test").json
+    link = invite_link(world, "stay@example.test")
+    for slug in (a.slug, b.slug):
+        r = form(signed_in(b.owner), f"/w/{slug}/members/invitations/{invited['invitation_id']}/resend")
+        assert r.status_code == 404
+    assert invite_link(world, "stay@example.test") == link
+    assert invitations(world, a)[0]["status"] == "pending"
+
+
 def test_decline_needs_no_account_and_ends_the_link(world, signed_in, app):
     ws = world.workspace()
     api_invite(signed_in(ws.owner), ws, "no.thanks@example.test")
