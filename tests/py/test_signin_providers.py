@@ -653,6 +653,13 @@ def test_unknown_and_unconfigured_providers_are_404(world, client, browser):
             assert (
                 response.status_code == 404 and code_of(response) == "unknown_provider"
             )
+    # Apple-style posted callbacks for an unknown provider too.
+    posted = browser.post(
+        "/login/facebook/callback",
+        data={"state": "x", "code": "y"},
+        headers={"Accept": "application/json"},
+    )
+    assert posted.status_code == 404 and code_of(posted) == "unknown_provider"
     # The app without providers configured offers none of them.
     response = client.get("/login/google", headers={"Accept": "application/json"})
     assert response.status_code == 404 and code_of(response) == "unknown_provider"
