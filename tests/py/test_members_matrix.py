@@ -136,6 +136,7 @@ ENDPOINTS = {
     "scim.configure": ("GET", "/w/{slug}/settings/scim", None, 200),
     "export.request": ("GET", "/w/{slug}/api/v1/exports", None, 200),
     "workspace.delete": ("GET", "/w/{slug}/settings/delete", None, 200),
+    "workspace.settings": ("GET", "/w/{slug}/api/v1/signin-methods", None, 200),
 }
 HTTP_CELLS = [(p, r) for p in sorted(ENDPOINTS) for r in PEOPLE]
 
