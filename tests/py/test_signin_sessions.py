@@ -562,3 +562,15 @@ def test_a_plain_member_cannot_choose_methods(world, app):
     with pytest.raises(psycopg.Error) as caught, world.as_user(member, ws) as (conn, _):
         conn.execute("select cajex.set_signin_methods(array['github'])")
     assert caught.value.sqlstate == "CXFBD"
+
+
+def test_magic_link_lifetime_comes_from_the_environment(world, client, monkeypatch):
+    monkeypatch.setenv("CAJEX_MAGIC_LINK_TTL_MINUTES", "5")
+    response = client.post(
+        "/login/email", data={"email": "ttl@example.com", "csrf_token": csrf_of(client)}
+    )
+    assert response.status_code == 200 and "5 minutes" in response.get_data(as_text=True)
+    row = world.admin.execute(
+        "select expires_at - created_at as ttl from cajex.magic_links"
+    ).fetchone()
+    assert row["ttl"].total_seconds() == 300

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import time
 
@@ -41,8 +42,10 @@ PENDING_TTL = 600
 
 
 def _settings_int(name: str, default: int) -> int:
+    """Settings.extra[name], else the variable CAJEX_<NAME>, else `default`."""
+    value = (settings().extra or {}).get(name) or os.environ.get("CAJEX_" + name.upper())
     try:
-        return int((settings().extra or {}).get(name, default))
+        return max(int(value), 1) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
 
@@ -130,7 +133,7 @@ def request_magic_link():
     # somewhere (an invitation) lands there, even in another browser.
     next_path = _safe_next(request.form.get("next")) or None
     link = settings().public_url.rstrip("/") + url_for("signin.magic_link", token=token, next=next_path)
-    ttl = _settings_int("magic_link_ttl_minutes", MAGIC_LINK_TTL_MINUTES)
+    ttl = min(_settings_int("magic_link_ttl_minutes", MAGIC_LINK_TTL_MINUTES), 24 * 60)
     # Asked for on a workspace's sign-in page: the email wears its branding.
     from cajex.web.views.branding import public_branding
 
