@@ -178,3 +178,22 @@ def test_http_endpoint_is_not_found_from_another_workspace(module_app, module_wo
     response = call(module_app, module_world, matrix_staff.other.owner, permission,
                     matrix_staff.workspace, matrix_staff.people["viewer"])
     assert response.status_code == 404, response.status_code
+
+
+def test_the_command_checks_the_doc(module_db_urls, tmp_path):
+    """`cajex members permissions-doc --check`, as CI or a person runs it."""
+    import subprocess
+    import sys
+
+    def check(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "cajex.cli", "members", "permissions-doc", "--check",
+             "--database-url", module_db_urls["admin"], *extra],
+            capture_output=True, text=True, cwd=ROOT, check=False)
+
+    current = check()
+    assert current.returncode == 0, current.stderr
+    stale = tmp_path / "permissions.md"
+    stale.write_text("# Permissions\n")
+    refused = check("--output", str(stale))
+    assert refused.returncode == 1 and "out of date" in refused.stderr
