@@ -171,6 +171,7 @@ def test_accept_when_not_signed_in_signs_up_on_the_way(world, signed_in, app):
     assert page.status_code == 200
     login = re.search(r'id="sign-in-to-accept" href="([^"]+)"', page.get_data(as_text=True)).group(1)
     login = login.replace("&amp;", "&")
+    assert login.startswith(f"/w/{ws.slug}/login?")  # the workspace's own methods and branding
     assert unquote(login.split("next=", 1)[1]) == join
     sign_in_page = browser.get(login).get_data(as_text=True)
     assert f'name="next" value="{join}"' in sign_in_page

@@ -293,6 +293,12 @@ def _preview(slug: str, token: str):
         ).fetchone()
 
 
+def _sign_in_url(slug: str, token: str) -> str:
+    """The workspace's own sign-in page (its methods, its branding), coming
+    back to the invitation afterwards."""
+    return url_for("signin.workspace_login", slug=slug, next=url_for("members.join", slug=slug, token=token))
+
+
 @bp.get("/join/<token>")
 def join(slug, token):
     invitation = _preview(slug, token)
@@ -304,8 +310,7 @@ def join(slug, token):
         session[PENDING_KEY] = {"slug": slug, "token": token}
         return render_template("members/join.html", invitation=invitation, token=token, signed_in=False,
                                brand=brand, email=None,
-                               login_url=url_for(current_app.config.get("LOGIN_VIEW", "home.login"),
-                                                 next=url_for("members.join", slug=slug, token=token)))
+                               login_url=_sign_in_url(slug, token))
     try:
         with user_transaction() as (conn, opened):
             email = conn.execute("select email from cajex.users where id = %s", (opened.user_id,)).fetchone()
@@ -317,12 +322,11 @@ def join(slug, token):
 
 @bp.post("/join/<token>/accept")
 def accept(slug, token):
-    if not current_user.is_authenticated:
-        session[PENDING_KEY] = {"slug": slug, "token": token}
-        return redirect(url_for(current_app.config.get("LOGIN_VIEW", "home.login"),
-                                next=url_for("members.join", slug=slug, token=token)))
     if not members.valid_token(token) or len(slug) > 64:
         raise AppError(404, "not_found", "this invitation does not exist")
+    if not current_user.is_authenticated:
+        session[PENDING_KEY] = {"slug": slug, "token": token}
+        return redirect(_sign_in_url(slug, token))
     from cajex.web.middleware import _Unauthorized
 
     try:
