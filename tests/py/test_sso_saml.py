@@ -221,6 +221,21 @@ def _hostile(s: Setup, rid: str, kind: str, other: Setup | None) -> bytes:
             response_id="_outer",
             extra="<samlp:Extensions>" + signed + "</samlp:Extensions>",
         ).encode()
+    if kind == "duplicate_id":
+        # An evil Response element reusing the signed assertion's ID, so a
+        # lookup by ID could land on either.
+        return good.replace(
+            "<samlp:Status>",
+            '<samlp:Extensions><x:Decoy xmlns:x="urn:x" ID="_a1"/></samlp:Extensions>'
+            "<samlp:Status>",
+            1,
+        ).encode()
+    if kind == "encrypted_assertion":
+        return good.replace(
+            "<samlp:Status>",
+            "<saml:EncryptedAssertion><x/></saml:EncryptedAssertion><samlp:Status>",
+            1,
+        ).encode()
     if kind == "nested_in_evil_advice":
         start = good.index("<saml:Assertion")
         end = good.index("</saml:Assertion>") + len("</saml:Assertion>")
@@ -336,6 +351,8 @@ HOSTILE = {
     "signed_response_then_evil_added": "assertion_count",
     "signed_response_wrapped": "assertion_count",
     "nested_in_evil_advice": "assertion_count",
+    "duplicate_id": "duplicate_id",
+    "encrypted_assertion": "encrypted",
     "look_alike_certificate": "bad_signature",
     "other_workspaces_idp": "issuer",
     "wrong_audience": "audience",
