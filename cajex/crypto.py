@@ -293,6 +293,22 @@ def decrypt(conn, master, workspace_id, table: str, column: str, row_id,
                        ciphertext)
 
 
+def decrypt_with_wrapped_key(master, workspace_id, table: str, column: str, row_id,
+                             ciphertext: bytes, wrapped_key: bytes | None,
+                             master_key_id: str | None) -> bytes:
+    """Open one cell's ciphertext with the wrapped data key a query already
+    returned beside it (no database round trip: a caller can commit first).
+
+    The same checks as `decrypt`: KeyUnavailable without the data key (a
+    purged workspace) or its master key, DecryptionError unless authentic.
+    """
+    if wrapped_key is None:
+        raise KeyUnavailable(f"data key {key_version_of(ciphertext)} of workspace {workspace_id}"
+                             " is not available")
+    data_key = _keyring(master).unwrap(bytes(wrapped_key), master_key_id)
+    return open_sealed(data_key, workspace_id, table, column, row_id, ciphertext)
+
+
 def last_four(secret: str | None) -> str:
     """What the UI may show of a secret: its last four characters."""
     if not secret:

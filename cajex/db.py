@@ -152,7 +152,10 @@ def in_context(
             _rollback(conn)
             raise
         else:
-            conn.execute("commit")
+            # The body may have committed itself (a statement pipelined with
+            # its COMMIT, cajex.ai.gateway), so no lock waits a round trip.
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("commit")
     finally:
         if (
             not conn.closed

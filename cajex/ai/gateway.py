@@ -18,7 +18,9 @@ transactions and never holds one open across the provider call:
 1. reserve (cajex_private.ai_reserve): refuse at once when AI is off or not
    on the plan, and no key is decrypted then; otherwise one conditional
    update takes the estimated input plus the answer limit from the budget
-   (concurrent calls can never overspend), and the sealed key is opened;
+   (concurrent calls can never overspend), the transaction commits in the
+   same round trip, and the sealed key is opened with the wrapped data key
+   that came with it;
 2. call the provider with its official client (cajex.ai.providers);
 3. settle (cajex_private.ai_settle): record actual input and output tokens
    by workspace, model, task and day and return the unused reservation; a
@@ -106,18 +108,16 @@ class Gateway:
     def complete(self, tx: Callable[[], contextlib.AbstractContextManager], workspace_id, task: str,
                  prompt: str, *, system: str = "You are a concise assistant.") -> AIResult:
         started = time.perf_counter()
-        with tx() as value:
-            conn = _conn(value)
-            row = conn.execute(
-                "select * from cajex_private.ai_reserve(%s, %s)",
-                (task, estimate_input_tokens(system, prompt))).fetchone()
-            status = row["status"]
-            if status == "ok":
-                try:
-                    api_key = crypto.decrypt(conn, self.master, workspace_id, TABLE, COLUMN,
-                                             str(workspace_id), bytes(row["api_key"])).decode()
-                except crypto.CryptoError:
-                    api_key = None
+        row = _commit_with(tx, "select * from cajex_private.ai_reserve(%s, %s)",
+                           (task, estimate_input_tokens(system, prompt)))
+        status = row["status"]
+        if status == "ok":
+            try:
+                api_key = crypto.decrypt_with_wrapped_key(
+                    self.master, workspace_id, TABLE, COLUMN, str(workspace_id),
+                    bytes(row["api_key"]), row["data_key"], row["data_key_master"]).decode()
+            except crypto.CryptoError:
+                api_key = None
         if status != "ok":
             _log.info("ai.refused", workspace_id=str(workspace_id), task=task, reason=status)
             if status == "budget":
@@ -172,8 +172,22 @@ class Gateway:
     @staticmethod
     def _settle(tx, reservation, model: str, input_tokens: int, output_tokens: int,
                 failed: bool) -> tuple[int, int]:
-        with tx() as value:
-            row = _conn(value).execute(
-                "select * from cajex_private.ai_settle(%s, %s, %s, %s, %s)",
-                (reservation, model, input_tokens, output_tokens, failed)).fetchone()
+        row = _commit_with(tx, "select * from cajex_private.ai_settle(%s, %s, %s, %s, %s)",
+                           (reservation, model, input_tokens, output_tokens, failed))
         return (int(row["input_tokens"]), int(row["output_tokens"])) if row else (0, 0)
+
+
+def _commit_with(tx, query: str, params: tuple) -> dict | None:
+    """Run `query` in a transaction of `tx()` and COMMIT in the same round trip.
+
+    Reserving and settling update the workspace's one counter row; sending
+    the COMMIT with the statement (a pipeline) releases its lock as soon as
+    the server is done, instead of a client round trip later, so concurrent
+    calls of one workspace queue only for the server's own work.
+    """
+    with tx() as value:
+        conn = _conn(value)
+        with conn.pipeline():
+            cur = conn.execute(query, params)
+            conn.execute("commit")
+        return cur.fetchone()

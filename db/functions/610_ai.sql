@@ -135,20 +135,31 @@ $$;
 
 --------------------------------------------------------------------------------
 -- The budget.
+--
+-- Every function here is PL/pgSQL on purpose: its statements' plans are
+-- cached for the session, whereas a security definer SQL function is
+-- planned again on every call, which with the context view in each plan
+-- costs milliseconds per reservation.
 
--- The token limit of this workspace's period: its own budget, capped by the
--- plan's AI quota when billing defines one (cajex.plans.ai_monthly_tokens).
-create or replace function cajex_private.ai_period_limit(p_budget bigint)
-returns bigint
-language sql
+drop function if exists cajex_private.ai_period_limit(bigint);
+
+-- What the plan says about AI: whether it includes AI at all (the test of
+-- cajex.workspace_has_feature('ai'), here with a cached plan), and its
+-- token quota per calendar month (cajex.plans.ai_monthly_tokens from
+-- billing; null when the plan sets none).
+create or replace function cajex_private.ai_plan_terms(out allows_ai boolean, out monthly_tokens bigint)
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select least(p_budget, coalesce((
-    select (to_jsonb(p) ->> 'ai_monthly_tokens')::bigint
-    from cajex.workspaces w join cajex.plans p on p.code = w.plan
-    where w.id = (select cajex.current_workspace_id())), p_budget));
+begin
+  select 'ai' = any (p.features), (to_jsonb(p) ->> 'ai_monthly_tokens')::bigint
+    into allows_ai, monthly_tokens
+  from cajex.workspaces w join cajex.plans p on p.code = w.plan
+  where w.id = (select c.workspace_id from cajex_private.context c);
+  allows_ai := coalesce(allows_ai, false);
+end;
 $$;
 
 create or replace function cajex_private.ai_period_start(p_period text)
@@ -160,8 +171,25 @@ as $$
   select date_trunc(p_period, now() at time zone 'utc')::date;
 $$;
 
--- Tell the workspace's owners and admins once per period that AI paused.
+-- The limit of the workspace's own period: its budget, capped by the plan's
+-- monthly quota when the period is the month. A daily budget is checked
+-- against the plan's month separately (scope 'plan'), so thirty days of a
+-- daily budget can never pass the plan's month either.
+create or replace function cajex_private.ai_own_limit(p_budget bigint, p_period text, p_monthly bigint)
+returns bigint
+language sql
+immutable
+set search_path = pg_catalog, pg_temp
+as $$
+  select case when p_period = 'month' and p_monthly is not null then least(p_budget, p_monthly)
+              else p_budget end;
+$$;
+
+-- Tell the workspace's owners and admins once per period and budget (the
+-- workspace's own, or the plan's month) that AI paused.
+drop function if exists cajex_private.ai_notify_budget_spent(date, text, bigint);
 create or replace function cajex_private.ai_notify_budget_spent(
+  p_scope text,
   p_period_start date,
   p_period text,
   p_limit bigint
@@ -172,12 +200,12 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_ws uuid := (select cajex.current_workspace_id());
+  v_ws uuid := (select c.workspace_id from cajex_private.context c);
   v_member record;
   v_slug text;
 begin
   update cajex.ai_budget_counters c set notified_at = now()
-  where c.workspace_id = v_ws and c.period_start = p_period_start and c.scope = 'all'
+  where c.workspace_id = v_ws and c.period_start = p_period_start and c.scope = p_scope
     and c.notified_at is null;
   if not found then
     return;
@@ -190,26 +218,47 @@ begin
     perform cajex_private.enqueue_job('email.send', jsonb_build_object(
       'template', 'ai_budget', 'to', v_member.email, 'workspace_id', v_ws,
       'params', jsonb_build_object('workspace_slug', v_slug, 'period', p_period,
-                                   'period_start', p_period_start, 'budget_tokens', p_limit)),
-      'ai_budget:' || p_period_start || ':' || v_member.id);
+                                   'period_start', p_period_start, 'budget_tokens', p_limit,
+                                   'plan_quota', p_scope = 'plan')),
+      'ai_budget:' || p_scope || ':' || p_period_start || ':' || v_member.id);
   end loop;
   perform cajex_private.write_audit('ai.budget_spent', 'ai_settings', v_ws::text,
-    jsonb_build_object('period_start', p_period_start, 'budget_tokens', p_limit));
+    jsonb_build_object('scope', p_scope, 'period_start', p_period_start, 'budget_tokens', p_limit));
 end;
 $$;
 
 -- Take the call's tokens from the budget before a provider call: the
 -- estimated input (p_tokens) plus the settings' answer limit, since the
--- answer is capped at that. Never raises for a
--- business refusal (so a refusal's notice commits): status is
+-- answer is capped at that. Never raises for a business refusal (so a
+-- refusal's notice commits): status is
 --   ok            reserved; reservation_id and the provider settings are set
 --   plan          the plan (or billing) does not allow AI now
 --   off           AI is switched off for the workspace
 --   unconfigured  no API key
---   budget        the period's (or the task's) budget cannot cover it;
---                 limit_tokens, used_tokens and reserved_tokens (what the
---                 call needed) say why
--- The sealed API key is returned only with 'ok'.
+--   budget        the period's, the task's or the plan's month's budget
+--                 cannot cover it; limit_tokens, used_tokens and
+--                 reserved_tokens (what the call needed) say why
+-- The sealed API key and its wrapped data key are returned only with 'ok'.
+--
+-- Concurrency: each budget is one counter row, taken by one conditional
+-- update (used + reserved + n <= limit). A concurrent reservation waits for
+-- the row lock and re-checks the condition on the committed row, so the
+-- reservations together never pass the limit. The gateway commits in the
+-- same round trip, so the lock is held only for the server's own work.
+--
+-- The result gained data_key and data_key_master: an older definition
+-- (another return type) cannot be replaced in place, so it is dropped once
+-- and its grant given again below.
+do $$
+begin
+  if exists (select from pg_proc p
+             where p.oid = to_regprocedure('cajex_private.ai_reserve(text, bigint)')
+               and not 'data_key' = any (p.proargnames)) then
+    drop function cajex_private.ai_reserve(text, bigint);
+  end if;
+end;
+$$;
+
 create or replace function cajex_private.ai_reserve(p_task text, p_tokens bigint)
 returns table (
   status text,
@@ -224,20 +273,29 @@ returns table (
   period_start date,
   limit_tokens bigint,
   used_tokens bigint,
-  reserved_tokens bigint
+  reserved_tokens bigint,
+  data_key bytea,
+  data_key_master text
 )
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_ws uuid := (select cajex.current_workspace_id());
+  v_ws uuid := (select c.workspace_id from cajex_private.context c);
   v_set cajex.ai_settings;
+  v_plan record;
   v_start date;
+  v_month date;
   v_limit bigint;
   v_task_limit bigint;
+  v_plan_scoped boolean;
   v_id uuid := gen_random_uuid();
   v_used bigint;
+  v_scope text;
+  v_scope_limit bigint;
+  v_scope_start date;
+  v_refused boolean := false;
 begin
   perform cajex_private.require_permission('ai.use');
   if p_task is null or p_task !~ '^[a-z_]{1,40}$' then
@@ -246,80 +304,108 @@ begin
   if p_tokens is null or p_tokens not between 1 and 10000000 then
     raise exception 'a reservation is 1 to 10^7 tokens' using errcode = 'CXINV', detail = 'tokens';
   end if;
-  if not cajex.workspace_has_feature('ai') then
+  select * into v_plan from cajex_private.ai_plan_terms();
+  if not v_plan.allows_ai then
     return query select 'plan'::text, null::uuid, null::text, null::text, null::text, null::bytea,
-      null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint;
+      null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint,
+      null::bytea, null::text;
     return;
   end if;
   select * into v_set from cajex.ai_settings s where s.workspace_id = v_ws;
   if not found or not v_set.enabled then
     return query select 'off'::text, null::uuid, null::text, null::text, null::text, null::bytea,
-      null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint;
+      null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint,
+      null::bytea, null::text;
     return;
   end if;
   if v_set.api_key is null then
     return query select 'unconfigured'::text, null::uuid, null::text, null::text, null::text,
-      null::bytea, null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint;
+      null::bytea, null::integer, null::integer, null::text, null::date, null::bigint, null::bigint,
+      null::bigint, null::bytea, null::text;
     return;
   end if;
 
   p_tokens := p_tokens + v_set.max_output_tokens;
-  v_start := cajex_private.ai_period_start(v_set.budget_period);
-  v_limit := cajex_private.ai_period_limit(v_set.budget_tokens);
+  v_start := date_trunc(v_set.budget_period, now() at time zone 'utc')::date;
+  v_month := date_trunc('month', now() at time zone 'utc')::date;
+  v_limit := cajex_private.ai_own_limit(v_set.budget_tokens, v_set.budget_period, v_plan.monthly_tokens);
   v_task_limit := (v_set.task_budgets ->> p_task)::bigint;
+  v_plan_scoped := v_set.budget_period = 'day' and v_plan.monthly_tokens is not null;
 
-  -- The counters exist once per period and scope; creating them takes no
-  -- lock on an existing row.
-  if not exists (select from cajex.ai_budget_counters c
-                 where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all') then
-    insert into cajex.ai_budget_counters (workspace_id, period_start, scope)
-    values (v_ws, v_start, 'all') on conflict do nothing;
-  end if;
-  if v_task_limit is not null then
-    insert into cajex.ai_budget_counters (workspace_id, period_start, scope)
-    values (v_ws, v_start, 'task:' || p_task) on conflict do nothing;
-  end if;
-  insert into cajex.ai_reservations (workspace_id, id, period_start, task, task_scoped, tokens)
-  values (v_ws, v_id, v_start, p_task, v_task_limit is not null, p_tokens);
+  insert into cajex.ai_reservations (workspace_id, id, period_start, task, task_scoped,
+                                     plan_month, tokens)
+  values (v_ws, v_id, v_start, p_task, v_task_limit is not null,
+          case when v_plan_scoped then v_month end, p_tokens);
 
-  -- The reservation itself: one conditional update per scope. A concurrent
-  -- request waits for the row lock and then re-checks the condition against
-  -- the committed row, so the sum of reservations never passes the limit.
-  if v_task_limit is not null then
+  -- One conditional update per budget that applies, narrowest first; the
+  -- workspace's own ('all') comes last, as it is the one every call of the
+  -- workspace queues on. A counter row is made the first time its period
+  -- is used, and the update tried once more: also when a concurrent call
+  -- made the row first (the insert waited for it to commit, so the second
+  -- update sees it).
+  for v_scope, v_scope_limit, v_scope_start in
+    select x.scope, x.lim, x.start from (values
+      (1, 'task:' || p_task, v_task_limit, v_start),
+      (2, 'plan', case when v_plan_scoped then v_plan.monthly_tokens end, v_month),
+      (3, 'all', v_limit, v_start)) x (n, scope, lim, start)
+    where x.lim is not null order by x.n
+  loop
     update cajex.ai_budget_counters c set reserved_tokens = c.reserved_tokens + p_tokens
-    where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'task:' || p_task
-      and c.used_tokens + c.reserved_tokens + p_tokens <= v_task_limit;
+    where c.workspace_id = v_ws and c.period_start = v_scope_start and c.scope = v_scope
+      and c.used_tokens + c.reserved_tokens + p_tokens <= v_scope_limit
+    returning c.used_tokens into v_used;
     if not found then
-      delete from cajex.ai_reservations r where r.workspace_id = v_ws and r.id = v_id;
-      select c.used_tokens into v_used from cajex.ai_budget_counters c
-      where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'task:' || p_task;
-      return query select 'budget'::text, null::uuid, null::text, null::text, null::text, null::bytea,
-        null::integer, null::integer, v_set.budget_period, v_start, v_task_limit, v_used, p_tokens;
-      return;
+      insert into cajex.ai_budget_counters (workspace_id, period_start, scope)
+      values (v_ws, v_scope_start, v_scope) on conflict do nothing;
+      update cajex.ai_budget_counters c set reserved_tokens = c.reserved_tokens + p_tokens
+      where c.workspace_id = v_ws and c.period_start = v_scope_start and c.scope = v_scope
+        and c.used_tokens + c.reserved_tokens + p_tokens <= v_scope_limit
+      returning c.used_tokens into v_used;
     end if;
-  end if;
-  update cajex.ai_budget_counters c set reserved_tokens = c.reserved_tokens + p_tokens
-  where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all'
-    and c.used_tokens + c.reserved_tokens + p_tokens <= v_limit
-  returning c.used_tokens into v_used;
-  if not found then
+    if not found then
+      v_refused := true;
+      exit;
+    end if;
+  end loop;
+
+  if v_refused then
+    -- Undo what this call took from the narrower budgets before the one
+    -- that refused (this transaction's own updates: no other call saw
+    -- them), tell the admins once when a workspace-wide budget is spent,
+    -- and say why.
+    update cajex.ai_budget_counters c set reserved_tokens = c.reserved_tokens - p_tokens
+    where c.workspace_id = v_ws
+      and ((c.scope = 'task:' || p_task and c.period_start = v_start and v_task_limit is not null
+            and v_scope <> 'task:' || p_task)
+        or (c.scope = 'plan' and c.period_start = v_month and v_plan_scoped and v_scope = 'all'));
     delete from cajex.ai_reservations r where r.workspace_id = v_ws and r.id = v_id;
-    if v_task_limit is not null then
-      update cajex.ai_budget_counters c set reserved_tokens = c.reserved_tokens - p_tokens
-      where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'task:' || p_task;
+    if v_scope in ('all', 'plan') then
+      perform cajex_private.ai_notify_budget_spent(
+        v_scope, v_scope_start, case when v_scope = 'plan' then 'month' else v_set.budget_period end,
+        v_scope_limit);
     end if;
-    perform cajex_private.ai_notify_budget_spent(v_start, v_set.budget_period, v_limit);
     select c.used_tokens into v_used from cajex.ai_budget_counters c
-    where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all';
+    where c.workspace_id = v_ws and c.period_start = v_scope_start and c.scope = v_scope;
     return query select 'budget'::text, null::uuid, null::text, null::text, null::text, null::bytea,
-      null::integer, null::integer, v_set.budget_period, v_start, v_limit, v_used, p_tokens;
+      null::integer, null::integer,
+      case when v_scope = 'plan' then 'month' else v_set.budget_period end,
+      v_scope_start, v_scope_limit, coalesce(v_used, 0), p_tokens, null::bytea, null::text;
     return;
   end if;
+
+  -- With the sealed key goes its (wrapped) data key, the version named in
+  -- the ciphertext's header, so the gateway opens the key without another
+  -- round trip and this transaction can commit with the statement.
   return query select 'ok'::text, v_id, v_set.provider, v_set.model, v_set.base_url, v_set.api_key,
     v_set.max_output_tokens, v_set.timeout_seconds, v_set.budget_period, v_start, v_limit, v_used,
-    p_tokens;
+    p_tokens, k.wrapped_key, k.master_key_id
+  from (select) one
+  left join cajex.workspace_keys k
+    on k.workspace_id = v_ws and int4send(k.version) = substring(v_set.api_key from 2 for 4);
 end;
 $$;
+
+grant execute on function cajex_private.ai_reserve(text, bigint) to cajex_app;
 
 -- Return a reservation: its tokens leave `reserved`, the actual tokens
 -- (never more than were reserved: the gateway caps each answer) join `used`
@@ -338,7 +424,7 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_ws uuid := (select cajex.current_workspace_id());
+  v_ws uuid := (select c.workspace_id from cajex_private.context c);
   v_res cajex.ai_reservations;
   v_in bigint;
   v_out bigint;
@@ -355,8 +441,10 @@ begin
   update cajex.ai_budget_counters c
   set reserved_tokens = greatest(c.reserved_tokens - v_res.tokens, 0),
       used_tokens = c.used_tokens + v_in + v_out
-  where c.workspace_id = v_ws and c.period_start = v_res.period_start
-    and (c.scope = 'all' or (v_res.task_scoped and c.scope = 'task:' || v_res.task));
+  where c.workspace_id = v_ws
+    and ((c.period_start = v_res.period_start
+          and (c.scope = 'all' or (v_res.task_scoped and c.scope = 'task:' || v_res.task)))
+      or (c.scope = 'plan' and c.period_start = v_res.plan_month));
   insert into cajex.ai_usage as u (workspace_id, day, model, task, requests, failed_requests,
                                    input_tokens, output_tokens)
   values (v_ws, (now() at time zone 'utc')::date, left(coalesce(p_model, 'unknown'), 100), v_res.task,
@@ -380,27 +468,35 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_ws uuid := (select cajex.current_workspace_id());
+  v_ws uuid := (select c.workspace_id from cajex_private.context c);
   v_set cajex.ai_settings;
+  v_plan record;
   v_start date;
   v_limit bigint;
   v_used bigint;
   v_reserved bigint;
   v_notified timestamptz;
+  v_plan_used bigint;
 begin
   perform cajex_private.require_permission('ai.use');
+  select * into v_plan from cajex_private.ai_plan_terms();
   select * into v_set from cajex.ai_settings s where s.workspace_id = v_ws;
   if not found then
-    return jsonb_build_object('plan_allows', cajex.workspace_has_feature('ai'), 'enabled', false,
+    return jsonb_build_object('plan_allows', v_plan.allows_ai, 'enabled', false,
                               'configured', false, 'paused', false);
   end if;
-  v_start := cajex_private.ai_period_start(v_set.budget_period);
-  v_limit := cajex_private.ai_period_limit(v_set.budget_tokens);
+  v_start := date_trunc(v_set.budget_period, now() at time zone 'utc')::date;
+  v_limit := cajex_private.ai_own_limit(v_set.budget_tokens, v_set.budget_period, v_plan.monthly_tokens);
   select c.used_tokens, c.reserved_tokens, c.notified_at into v_used, v_reserved, v_notified
   from cajex.ai_budget_counters c
   where c.workspace_id = v_ws and c.period_start = v_start and c.scope = 'all';
+  if v_set.budget_period = 'day' and v_plan.monthly_tokens is not null then
+    select c.used_tokens into v_plan_used from cajex.ai_budget_counters c
+    where c.workspace_id = v_ws and c.scope = 'plan'
+      and c.period_start = date_trunc('month', now() at time zone 'utc')::date;
+  end if;
   return jsonb_build_object(
-    'plan_allows', cajex.workspace_has_feature('ai'),
+    'plan_allows', v_plan.allows_ai,
     'enabled', v_set.enabled,
     'configured', v_set.api_key is not null,
     'provider', v_set.provider,
@@ -412,10 +508,14 @@ begin
     'budget_tokens', v_limit,
     'used_tokens', coalesce(v_used, 0),
     'reserved_tokens', coalesce(v_reserved, 0),
+    'plan_monthly_tokens', v_plan.monthly_tokens,
     -- Paused: the budget refused a request this period (and was not changed
     -- since: a change re-arms the notice), or not even the smallest request
-    -- fits what is left, i.e. the answer limit plus the gateway's fixed
-    -- 64-token input overhead (cajex.ai.gateway.estimate_input_tokens).
-    'paused', v_notified is not null or coalesce(v_used, 0) + v_set.max_output_tokens + 64 > v_limit);
+    -- fits what is left of the period or of the plan's month, i.e. the
+    -- answer limit plus the gateway's fixed 64-token input overhead
+    -- (cajex.ai.gateway.estimate_input_tokens).
+    'paused', v_notified is not null
+              or coalesce(v_used, 0) + v_set.max_output_tokens + 64 > v_limit
+              or coalesce(v_plan_used, 0) + v_set.max_output_tokens + 64 > v_plan.monthly_tokens);
 end;
 $$;

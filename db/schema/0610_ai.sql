@@ -29,8 +29,9 @@ alter table cajex.ai_settings enable row level security;
 alter table cajex.ai_settings force row level security;
 
 --------------------------------------------------------------------------------
--- Budget counters: one row per workspace, period and scope ('all', or
--- 'task:<name>' for a per-task budget). A reservation is one conditional
+-- Budget counters: one row per workspace, period and scope ('all', the
+-- workspace's own budget; 'task:<name>' for a per-task budget; 'plan', the
+-- plan's monthly quota when the workspace's own period is a day). A reservation is one conditional
 -- update of this row (used + reserved + n <= limit), so concurrent requests
 -- queue on the row lock and can never overspend; settling moves the actual
 -- tokens from reserved to used. notified_at: the admins were told this
@@ -38,7 +39,7 @@ alter table cajex.ai_settings force row level security;
 create table cajex.ai_budget_counters (
   workspace_id uuid not null references cajex.workspaces (id) on delete cascade,
   period_start date not null,
-  scope text not null check (scope ~ '^(all|task:[a-z_]{1,40})$'),
+  scope text not null check (scope ~ '^(all|plan|task:[a-z_]{1,40})$'),
   reserved_tokens bigint not null default 0 check (reserved_tokens >= 0),
   used_tokens bigint not null default 0 check (used_tokens >= 0),
   notified_at timestamptz,
@@ -83,6 +84,9 @@ create table cajex.ai_reservations (
   period_start date not null,
   task text not null check (task ~ '^[a-z_]{1,40}$'),
   task_scoped boolean not null,
+  -- The month whose plan quota the call also counts against (a daily budget
+  -- under a plan with a monthly quota), else null.
+  plan_month date,
   tokens bigint not null check (tokens > 0),
   created_at timestamptz not null default now(),
   primary key (workspace_id, id)

@@ -97,7 +97,9 @@ def test_off_refuses_at_once_without_decrypting_the_key(world, two, master, fake
     def no_decrypt(*args, **kwargs):
         raise AssertionError("a key was decrypted")
 
-    monkeypatch.setattr(crypto, "decrypt", no_decrypt)
+    # Every way to a plaintext goes through these two.
+    monkeypatch.setattr(crypto, "open_sealed", no_decrypt)
+    monkeypatch.setattr(crypto.Keyring, "unwrap", no_decrypt)
     with pytest.raises(AppError) as err:
         ask(world, a, master)
     assert err.value.code == "ai_off"
@@ -108,7 +110,8 @@ def test_plan_without_ai_refuses_without_decrypting(world, master, fake, monkeyp
     ws = world.workspace(plan="pro")
     configure(world, ws, master, fake)
     world.admin.execute("update cajex.workspaces set plan = 'free' where id = %s", (ws.id,))
-    monkeypatch.setattr(crypto, "decrypt", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+    monkeypatch.setattr(crypto, "open_sealed", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+    monkeypatch.setattr(crypto.Keyring, "unwrap", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
     with pytest.raises(AppError) as err:
         ask(world, ws, master)
     assert (err.value.status, err.value.code) == (402, "plan_feature")
@@ -206,6 +209,26 @@ def test_task_budget(world, two, master, fake):
         ask(world, a, master, task="decision_record")
     assert err.value.code == "quota_exceeded"
     assert ask(world, a, master, task="project_summary").text  # other tasks go on
+
+
+def test_a_daily_budget_cannot_pass_the_plans_monthly_quota(world, two, master, fake):
+    a, b = two
+    world.admin.execute("update cajex.plans set ai_monthly_tokens = 300 where code = 'pro'")
+    configure(world, a, master, fake, budget_tokens=100000, budget_period="day")
+    configure(world, b, master, fake, budget_tokens=100000, budget_period="month")
+    # Each call reserves 188 and uses 65: two fit the plan's 300, a third does not.
+    assert ask(world, a, master).text and ask(world, a, master).text
+    with pytest.raises(AppError) as err:
+        ask(world, a, master)
+    assert err.value.code == "quota_exceeded" and "month" in err.value.message
+    scopes = {r["scope"]: r for r in counters(world, a)}
+    assert scopes["plan"]["used_tokens"] == 130 and scopes["plan"]["notified_at"] is not None
+    assert scopes["all"]["used_tokens"] == 130 and scopes["all"]["notified_at"] is None
+    assert world.admin.execute("select count(*) as n from cajex.outbox where workspace_id = %s"
+                               " and kind = 'email.send'", (a.id,)).fetchone()["n"] == 1
+    # A monthly budget is capped by the same quota.
+    with world.as_user(b.owner, b) as (conn, _):
+        assert ai_settings.status(conn)["budget_tokens"] == 300
 
 
 def test_viewer_may_not_use_ai(world, two, master, fake):
@@ -388,3 +411,33 @@ def test_50_parallel_requests_against_a_budget_for_10(world, master):
     # Admins were told once, however many calls were refused.
     assert world.admin.execute("select count(*) as n from cajex.outbox where workspace_id = %s"
                                " and kind = 'email.send'", (ws.id,)).fetchone()["n"] == 1
+
+
+def test_concurrent_first_calls_of_a_period_are_all_reserved(world, master, fake):
+    """The counter row of a new period is made by whichever call comes first; none is refused."""
+    ws = world.workspace(plan="pro")
+    configure(world, ws, master, fake)
+    barrier = threading.Barrier(20)
+    statuses: list = []
+    lock = threading.Lock()
+
+    def worker():
+        conn = world.app_connection()
+        try:
+            barrier.wait()
+            with world.as_user(ws.owner, ws, conn=conn):
+                row = conn.execute(
+                    "select status from cajex_private.ai_reserve('project_summary', 10)").fetchone()
+        finally:
+            conn.close()
+        with lock:
+            statuses.append(row["status"])
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == ["ok"] * 20
+    [row] = counters(world, ws)
+    assert row["reserved_tokens"] == 20 * 110 and row["notified_at"] is None

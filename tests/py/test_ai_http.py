@@ -179,7 +179,9 @@ def test_with_ai_off_drafts_refuse_no_key_is_read_and_the_rest_works(
     def no_decrypt(*args, **kwargs):
         raise AssertionError("a key was decrypted")
 
-    monkeypatch.setattr(crypto, "decrypt", no_decrypt)
+    # Every way to a plaintext goes through these two.
+    monkeypatch.setattr(crypto, "open_sealed", no_decrypt)
+    monkeypatch.setattr(crypto.Keyring, "unwrap", no_decrypt)
     refused = draft(owner, a, pid)
     assert (refused.status_code, refused.get_json()["error"]["code"]) == (409, "ai_off")
     page = owner.post(f"/w/{a.slug}/projects/{pid}/ai", data={"csrf_token": "test-csrf-token",
