@@ -527,3 +527,29 @@ as $$
   select to_jsonb(w) - 'id' - 'organisation_id' from cajex.workspaces w where w.id = p_workspace_id;
 $$;
 alter function cajex_private.email_branding(uuid) owner to cajex_definer;
+
+--------------------------------------------------------------------------------
+-- The last used workspace.
+
+-- Remember the context's workspace as the signed-in user's last one. The web
+-- layer calls it when the user switches workspace, not on every request.
+create or replace function cajex.remember_workspace()
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user uuid := cajex.current_user_id();
+  v_ws uuid := cajex.current_workspace_id();
+begin
+  if v_user is null or v_ws is null then
+    raise exception 'open a workspace first' using errcode = 'CXNCX';
+  end if;
+  insert into cajex.user_last_workspaces (user_id, last_workspace_id)
+  values (v_user, v_ws)
+  on conflict (user_id) do update
+    set last_workspace_id = excluded.last_workspace_id, updated_at = now();
+end;
+$$;
+alter function cajex.remember_workspace() owner to cajex_definer;

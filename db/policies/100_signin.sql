@@ -24,7 +24,13 @@ create policy "the context can change its sign-in methods" on cajex.workspace_si
   using (workspace_id = (select c.workspace_id from cajex_private.context c))
   with check (workspace_id = (select c.workspace_id from cajex_private.context c));
 
+drop policy if exists "users can read their own last workspace" on cajex.user_last_workspaces;
+create policy "users can read their own last workspace" on cajex.user_last_workspaces
+  for select using (user_id = (select c.user_id from cajex_private.context c));
+
 grant select on cajex.user_identities, cajex.workspace_signin_methods to cajex_app;
+grant select on cajex.user_last_workspaces to cajex_app;
+grant select, insert, update on cajex.user_last_workspaces to cajex_definer;
 grant select, insert, update, delete on cajex.user_identities, cajex.magic_links,
   cajex.signin_rate_hits, cajex.email_deliveries, cajex.workspace_signin_methods to cajex_definer;
 grant insert, update on cajex.workspace_signin_methods to cajex_owner;
@@ -47,6 +53,7 @@ grant execute on function
   cajex.remove_identity(uuid),
   cajex.end_my_session(uuid),
   cajex.end_all_my_sessions(),
-  cajex.set_signin_methods(text[])
+  cajex.set_signin_methods(text[]),
+  cajex.remember_workspace()
   to cajex_app;
 grant execute on all functions in schema cajex_private to cajex_definer;

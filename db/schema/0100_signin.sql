@@ -1,5 +1,6 @@
 -- Sign-in for every plan: linked provider identities, magic links, rate-limit
--- counters, email deliveries and the workspace's allowed standard methods.
+-- counters, email deliveries, the workspace's allowed standard methods and
+-- the workspace each user last opened.
 
 --------------------------------------------------------------------------------
 -- A provider identity (Google, Apple, GitHub) linked to a user. Keyed by
@@ -88,3 +89,15 @@ create table cajex.workspace_signin_methods (
 );
 alter table cajex.workspace_signin_methods enable row level security;
 alter table cajex.workspace_signin_methods force row level security;
+
+--------------------------------------------------------------------------------
+-- The workspace each user last opened, so that `/` opens it on any device.
+-- Not workspace-owned (one row per user); written by cajex.remember_workspace,
+-- read by its user only.
+create table cajex.user_last_workspaces (
+  user_id uuid primary key references cajex.users (id) on delete cascade,
+  last_workspace_id uuid references cajex.workspaces (id) on delete set null,
+  updated_at timestamptz not null default now()
+);
+alter table cajex.user_last_workspaces enable row level security;
+alter table cajex.user_last_workspaces force row level security;

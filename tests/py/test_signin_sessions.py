@@ -304,6 +304,37 @@ def test_last_used_workspace_opens_by_default_even_after_signing_in_again(world,
     assert browser.get("/").headers["Location"].endswith(f"/w/{a.slug}/projects")
 
 
+def test_last_used_workspace_follows_the_account_to_a_new_browser(world, app):
+    user, other = world.user(), world.user()
+    a = world.workspace(owner=user)
+    b = world.workspace()
+    world.member(b, user)
+    world.workspace(owner=other)
+    world.workspace(owner=other)
+    laptop = app.test_client()
+    magic_sign_in(world, laptop, user.email)
+    assert laptop.get(f"/w/{b.slug}/projects").status_code == 200
+    phone = app.test_client()
+    magic_sign_in(world, phone, user.email)
+    assert phone.get("/").headers["Location"].endswith(f"/w/{b.slug}/projects")
+    # Another account's choice is its own: its new browser gets its chooser.
+    stranger = app.test_client()
+    magic_sign_in(world, stranger, other.email)
+    assert stranger.get("/").status_code == 200
+    # Once the user is no longer in b, a new browser does not open it.
+    world.admin.execute(
+        "update cajex.memberships set status = 'deactivated' where workspace_id = %s"
+        " and user_id = %s",
+        (b.id, user.id),
+    )
+    tablet = app.test_client()
+    magic_sign_in(world, tablet, user.email)
+    home = tablet.get("/")
+    assert home.status_code == 302 and home.headers["Location"].endswith(
+        f"/w/{a.slug}/projects"
+    )  # the one workspace left
+
+
 def test_last_used_workspace_of_someone_else_is_not_opened(world, app):
     """A remembered slug of a workspace the user is not in opens nothing."""
     owner = world.user()
@@ -569,7 +600,9 @@ def test_magic_link_lifetime_comes_from_the_environment(world, client, monkeypat
     response = client.post(
         "/login/email", data={"email": "ttl@example.com", "csrf_token": csrf_of(client)}
     )
-    assert response.status_code == 200 and "5 minutes" in response.get_data(as_text=True)
+    assert response.status_code == 200 and "5 minutes" in response.get_data(
+        as_text=True
+    )
     row = world.admin.execute(
         "select expires_at - created_at as ttl from cajex.magic_links"
     ).fetchone()

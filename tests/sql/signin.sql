@@ -3,7 +3,7 @@
 -- the idle window; each allow beside a deny from another workspace or user.
 begin;
 \ir helpers/setup.sql
-select plan(39);
+select plan(43);
 
 select tests.workspace('ann@a.test', 'alpha');
 select tests.workspace('bob@b.test', 'bravo');
@@ -143,6 +143,20 @@ reset role;
 select ok((select idle_expires_at > now() + interval '1 minute' and idle_expires_at <= absolute_expires_at
              from cajex.sessions where id = :'bob_sid'),
   'which slides the idle window, never past the absolute limit');
+
+-- The last used workspace -----------------------------------------------------
+
+select tests.become('bob@b.test', 'bravo');
+select lives_ok($$ select cajex.remember_workspace() $$, 'a member remembers the workspace he opened');
+select tests.become('bob@b.test');
+select is((select last_workspace_id from cajex.user_last_workspaces), tests.workspace_id('bravo'),
+  'and reads it back on any device');
+select throws_ok($$ select cajex.remember_workspace() $$, 'CXNCX', null,
+  'there is nothing to remember outside a workspace');
+select tests.become('mia@a.test');
+select is((select count(*)::int from cajex.user_last_workspaces), 0,
+  'another user cannot read it');
+select tests.unbecome();
 
 select * from finish();
 rollback;

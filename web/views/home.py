@@ -25,6 +25,13 @@ def index():
     last = session.get("last_workspace")
     if last and any(w["slug"] == last for w in workspaces):
         return redirect(url_for("projects.page", slug=last))
+    # A new browser: the workspace this account opened last, if still its own.
+    remembered = g.db.execute(
+        "select last_workspace_id from cajex.user_last_workspaces"
+    ).fetchone()
+    for w in workspaces:
+        if remembered and w["workspace_id"] == remembered["last_workspace_id"]:
+            return redirect(url_for("projects.page", slug=w["slug"]))
     if len(workspaces) == 1:
         return redirect(url_for("projects.page", slug=workspaces[0]["slug"]))
     setup = g.db.execute("select step from cajex.onboarding_drafts").fetchone()

@@ -165,7 +165,10 @@ def api_delete(project_id):
 @bp.get("/projects")
 @workspace_view("project.read")
 def page():
-    session["last_workspace"] = g.workspace.workspace_slug
+    if session.get("last_workspace") != g.workspace.workspace_slug:
+        # Switching workspace: remembered for the account too (any device).
+        g.db.execute("select cajex.remember_workspace()")
+        session["last_workspace"] = g.workspace.workspace_slug
     items, next_cursor = list_page(g.db, 50, request.args.get("cursor") or None)
     can_write = g.workspace.can("project.write")
     # The starter tags chosen in the onboarding wizard, offered on the form.
