@@ -156,6 +156,7 @@ declare
   v_max integer;
   v_free integer;
   v_expires timestamptz := now() + interval '7 days';
+  v_params jsonb;
 begin
   perform cajex_private.require_permission('member.invite');
   if p_lines is null or cardinality(p_lines) > 1000 then
@@ -177,6 +178,11 @@ begin
   where w.id = v_ws
   for no key update of w;
   select coalesce(u.display_name, 'A colleague') into v_inviter from cajex.users u where u.id = v_user;
+  -- What every email of the list says alike; each row adds its role and link.
+  v_params := jsonb_build_object(
+    'workspace_name', v_ws_name,
+    'inviter_name', coalesce(v_inviter, 'A colleague'),
+    'expires_at', to_char(v_expires at time zone 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'));
   -- Expired invitations of listed addresses give their place to new ones
   -- (looked for first: usually there are none, and the list is long).
   if exists (select from cajex.invitations i
@@ -241,7 +247,6 @@ begin
     select v_ws, f.email, f.role, f.token_hash, v_user, v_expires
     from firsts f
     where v_free is null or f.seat <= v_free
-    order by f.n
     returning cajex.invitations.id, cajex.invitations.email, cajex.invitations.role
   ),
   emails as (
@@ -250,12 +255,7 @@ begin
       'template', 'invitation',
       'to', f.email,
       'workspace_id', v_ws,
-      'params', jsonb_build_object(
-        'workspace_name', v_ws_name,
-        'inviter_name', coalesce(v_inviter, 'A colleague'),
-        'role', f.role,
-        'accept_url', f.link,
-        'expires_at', to_char(v_expires at time zone 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')))
+      'params', v_params || jsonb_build_object('role', f.role, 'accept_url', f.link))
     -- The rows `inserted` writes (if that insert fails, all of this
     -- statement does), read from `firsts`: the link is not a column.
     from firsts f
