@@ -38,7 +38,7 @@ from psycopg.rows import dict_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cajex import crypto, db  # noqa: E402
+from cajex import crypto, db, log  # noqa: E402
 from cajex.ai import gateway as gw  # noqa: E402
 from cajex.ai import providers  # noqa: E402
 from cajex.ai import settings as ai_settings  # noqa: E402
@@ -141,10 +141,13 @@ def _spend_client(args) -> tuple[int, int, int]:
             with db.in_context(conn, token, slug):
                 taken = conn.execute(
                     "select used_tokens + reserved_tokens as t from cajex.ai_budget_counters"
-                    " where scope = 'all'").fetchone()["t"]
+                    " where scope = 'all'"
+                ).fetchone()["t"]
                 # Each call uses all it reserved, so the budget holds exactly K calls.
-                conn.execute("select * from cajex_private.ai_settle(%s, 'bench', %s, %s)",
-                             (row["reservation_id"], PER_CALL - 16, 16))
+                conn.execute(
+                    "select * from cajex_private.ai_settle(%s, 'bench', %s, %s)",
+                    (row["reservation_id"], PER_CALL - 16, 16),
+                )
             ok, peak = ok + 1, max(peak, int(taken))
     finally:
         conn.close()
@@ -167,29 +170,55 @@ def overspend(world, ws, users, app_url, pool, manager, master, calls: int) -> d
     """Reserve-and-settle against a budget for exactly `calls` calls, until refused."""
     budget = PER_CALL * calls
     with world.as_user(ws.owner, ws) as (conn, _):
-        ai_settings.save(conn, master, ws.id, {"budget_tokens": budget, "budget_period": "day"})
-    world.admin.execute("delete from cajex.ai_budget_counters where workspace_id = %s", (ws.id,))
-    world.admin.execute("delete from cajex.ai_reservations where workspace_id = %s", (ws.id,))
+        ai_settings.save(
+            conn, master, ws.id, {"budget_tokens": budget, "budget_period": "day"}
+        )
+    world.admin.execute(
+        "delete from cajex.ai_budget_counters where workspace_id = %s", (ws.id,)
+    )
+    world.admin.execute(
+        "delete from cajex.ai_reservations where workspace_id = %s", (ws.id,)
+    )
     barrier = manager.Barrier(CLIENTS)
-    results = pool.map(_spend_client, [(app_url, u.token(3600), ws.slug, barrier) for u in users])
+    results = pool.map(
+        _spend_client, [(app_url, u.token(3600), ws.slug, barrier) for u in users]
+    )
     final = world.admin.execute(
         "select used_tokens, reserved_tokens from cajex.ai_budget_counters"
-        " where workspace_id = %s and scope = 'all'", (ws.id,)).fetchone()
+        " where workspace_id = %s and scope = 'all'",
+        (ws.id,),
+    ).fetchone()
     recorded = world.admin.execute(
         "select coalesce(sum(input_tokens + output_tokens), 0) as t from cajex.ai_usage"
-        " where workspace_id = %s and model = 'bench'", (ws.id,)).fetchone()["t"]
+        " where workspace_id = %s and model = 'bench'",
+        (ws.id,),
+    ).fetchone()["t"]
     peak = max(r[2] for r in results)
-    return {"budget_tokens": budget, "calls_allowed": calls, "succeeded": sum(r[0] for r in results),
-            "refused": sum(r[1] for r in results), "peak_taken_tokens": peak,
-            "used_tokens": final["used_tokens"], "reserved_tokens": final["reserved_tokens"],
-            "recorded_tokens": int(recorded),
-            "overspend_tokens": max(0, peak - budget, final["used_tokens"] - budget)}
+    return {
+        "budget_tokens": budget,
+        "calls_allowed": calls,
+        "succeeded": sum(r[0] for r in results),
+        "refused": sum(r[1] for r in results),
+        "peak_taken_tokens": peak,
+        "used_tokens": final["used_tokens"],
+        "reserved_tokens": final["reserved_tokens"],
+        "recorded_tokens": int(recorded),
+        "overspend_tokens": max(0, peak - budget, final["used_tokens"] - budget),
+    }
 
 
 def gateway_overhead(world, ws, master, provider_url: str, calls: int) -> dict:
     with world.as_user(ws.owner, ws) as (conn, _):
-        ai_settings.save(conn, master, ws.id, {"budget_tokens": 10**9, "budget_period": "month",
-                                               "base_url": provider_url})
+        ai_settings.save(
+            conn,
+            master,
+            ws.id,
+            {
+                "budget_tokens": 10**9,
+                "budget_period": "month",
+                "base_url": provider_url,
+            },
+        )
     spent: list[float] = []
 
     def timed(req):
@@ -206,8 +235,12 @@ def gateway_overhead(world, ws, master, provider_url: str, calls: int) -> dict:
         for i in range(calls + 50):
             spent.clear()
             t0 = time.perf_counter()
-            gateway.complete(lambda: world.as_user(ws.owner, ws, conn=conn), ws.id,
-                             "project_summary", "Summarise: the payments platform")
+            gateway.complete(
+                lambda: world.as_user(ws.owner, ws, conn=conn),
+                ws.id,
+                "project_summary",
+                "Summarise: the payments platform",
+            )
             total = time.perf_counter() - t0
             if i >= 50:  # warm-up
                 totals.append(total)
@@ -219,7 +252,9 @@ def gateway_overhead(world, ws, master, provider_url: str, calls: int) -> dict:
     return {
         "calls": calls,
         "p50_ms_overhead": round(statistics.median(overhead) * 1000, 3),
-        "p99_ms_overhead": round(overhead[min(len(overhead) - 1, int(0.99 * len(overhead)))] * 1000, 3),
+        "p99_ms_overhead": round(
+            overhead[min(len(overhead) - 1, int(0.99 * len(overhead)))] * 1000, 3
+        ),
         "p50_ms_provider": round(statistics.median(provider) * 1000, 3),
         "p50_ms_total": round(statistics.median(totals) * 1000, 3),
     }
@@ -227,15 +262,24 @@ def gateway_overhead(world, ws, master, provider_url: str, calls: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="a small run (well under a minute)")
-    parser.add_argument("--ops", type=int, default=500, help="transactions per client per round")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small run (well under a minute)"
+    )
+    parser.add_argument(
+        "--ops", type=int, default=500, help="transactions per client per round"
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=1000, help="gateway calls measured")
+    parser.add_argument(
+        "--calls", type=int, default=1000, help="gateway calls measured"
+    )
     parser.add_argument("--budget-calls", type=int, default=200)
     args = parser.parse_args()
     if args.quick:
         args.ops, args.rounds, args.calls, args.budget_calls = 60, 1, 150, 40
 
+    # Log lines (the gateway logs each call, as in production) go to stderr:
+    # stdout carries only the result.
+    log.configure()
     root = Path(tempfile.mkdtemp(prefix="cajex-bench-"))
     pg = LocalPostgres(root, fast=True).start()
     ctx = multiprocessing.get_context("fork")
@@ -249,26 +293,46 @@ def main() -> None:
         ws = world.workspace(plan="enterprise")
         users = [world.member(ws, role="member") for _ in range(CLIENTS)]
         with world.as_user(ws.owner, ws) as (conn, _):
-            ai_settings.save(conn, master, ws.id, {
-                "enabled": True, "provider": "anthropic", "model": "claude-bench",
-                "base_url": "http://127.0.0.1:9", "budget_tokens": 10**12,
-                "max_output_tokens": 16, "timeout_seconds": 10}, api_key=KEY)
-        world.admin.execute("create table bench_counter (id int primary key, n bigint not null)")
+            ai_settings.save(
+                conn,
+                master,
+                ws.id,
+                {
+                    "enabled": True,
+                    "provider": "anthropic",
+                    "model": "claude-bench",
+                    "base_url": "http://127.0.0.1:9",
+                    "budget_tokens": 10**12,
+                    "max_output_tokens": 16,
+                    "timeout_seconds": 10,
+                },
+                api_key=KEY,
+            )
+        world.admin.execute(
+            "create table bench_counter (id int primary key, n bigint not null)"
+        )
         world.admin.execute("insert into bench_counter values (1, 0)")
         # The plan's monthly quota would cap the month; lift it for the throughput run.
-        world.admin.execute("update cajex.plans set ai_monthly_tokens = null where code = 'enterprise'")
+        world.admin.execute(
+            "update cajex.plans set ai_monthly_tokens = null where code = 'enterprise'"
+        )
 
         total_ops = CLIENTS * args.ops
         reserve_rates, plain_rates, plain_ctx_rates = [], [], []
         with ctx.Manager() as manager, ctx.Pool(CLIENTS) as pool:
-            say(f"{args.rounds} rounds of {total_ops} transactions each way, {CLIENTS} clients")
+            say(
+                f"{args.rounds} rounds of {total_ops} transactions each way, {CLIENTS} clients"
+            )
             for r in range(args.rounds):
                 order = ["reserve", "plain", "plain_in_context"]
                 order = order if r % 2 == 0 else order[::-1]
                 for name in order:
                     barrier = manager.Barrier(CLIENTS)
                     if name == "reserve":
-                        jobs = [(app_url, u.token(3600), ws.slug, args.ops, barrier) for u in users]
+                        jobs = [
+                            (app_url, u.token(3600), ws.slug, args.ops, barrier)
+                            for u in users
+                        ]
                         rate = run_clients(pool, _reserve_client, jobs)
                         reserve_rates.append(rate)
                     elif name == "plain":
@@ -276,24 +340,37 @@ def main() -> None:
                         rate = run_clients(pool, _plain_client, jobs)
                         plain_rates.append(rate)
                     else:
-                        jobs = [(pg.url(), u.token(3600), ws.slug, args.ops, barrier) for u in users]
+                        jobs = [
+                            (pg.url(), u.token(3600), ws.slug, args.ops, barrier)
+                            for u in users
+                        ]
                         rate = run_clients(pool, _plain_in_context_client, jobs)
                         plain_ctx_rates.append(rate)
                     say(f"  round {r + 1}: {name} {rate:.0f}/s")
             # Reservations were never settled: the counter holds every one of them.
             held = world.admin.execute(
                 "select reserved_tokens from cajex.ai_budget_counters where workspace_id = %s"
-                " and scope = 'all'", (ws.id,)).fetchone()["reserved_tokens"]
+                " and scope = 'all'",
+                (ws.id,),
+            ).fetchone()["reserved_tokens"]
             assert held == PER_CALL * CLIENTS * (20 + args.ops) * args.rounds, held
 
-            say(f"overspend: {CLIENTS} clients against a budget for {args.budget_calls} calls")
-            spend = overspend(world, ws, users, app_url, pool, manager, master, args.budget_calls)
+            say(
+                f"overspend: {CLIENTS} clients against a budget for {args.budget_calls} calls"
+            )
+            spend = overspend(
+                world, ws, users, app_url, pool, manager, master, args.budget_calls
+            )
 
         port_queue = ctx.Queue()
-        provider_proc = ctx.Process(target=_provider_process, args=(port_queue,), daemon=True)
+        provider_proc = ctx.Process(
+            target=_provider_process, args=(port_queue,), daemon=True
+        )
         provider_proc.start()
         provider_url = port_queue.get(timeout=30)
-        say(f"gateway overhead over {args.calls} calls to the loopback provider (own process)")
+        say(
+            f"gateway overhead over {args.calls} calls to the loopback provider (own process)"
+        )
         overhead = gateway_overhead(world, ws, master, provider_url, args.calls)
         world.close()
     finally:
@@ -306,7 +383,9 @@ def main() -> None:
     plain_ctx = statistics.median(plain_ctx_rates)
     ratio = round(reserve / plain, 3)
     ratio_ctx = round(reserve / plain_ctx, 3)
-    exact = spend["succeeded"] == spend["calls_allowed"] and spend["overspend_tokens"] == 0
+    exact = (
+        spend["succeeded"] == spend["calls_allowed"] and spend["overspend_tokens"] == 0
+    )
     result = {
         "bench": "ai_quota",
         "clients": CLIENTS,
@@ -317,7 +396,11 @@ def main() -> None:
         "ratio_in_context": ratio_ctx,
         "overspend": spend,
         "gateway": overhead,
-        "targets": {"ratio": 0.5, "overspend_tokens": 0, "gateway_p50_ms_overhead": 2.0},
+        "targets": {
+            "ratio": 0.5,
+            "overspend_tokens": 0,
+            "gateway_p50_ms_overhead": 2.0,
+        },
         "met": ratio >= 0.5 and exact and overhead["p50_ms_overhead"] < 2.0,
     }
     print(json.dumps(result))

@@ -117,7 +117,9 @@ class LocalMasterKey:
             raise CryptoError("a master key has 32 bytes")
         self._aead = AESGCM(key)
         # A fingerprint, not the key: SHA-256 of a 256-bit key reveals nothing.
-        self.key_id = "local:" + hashlib.sha256(b"cajex-master-id" + key).hexdigest()[:16]
+        self.key_id = (
+            "local:" + hashlib.sha256(b"cajex-master-id" + key).hexdigest()[:16]
+        )
 
     def wrap(self, data_key: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
@@ -125,9 +127,13 @@ class LocalMasterKey:
 
     def unwrap(self, wrapped: bytes) -> bytes:
         try:
-            return self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _WRAP_AAD)
+            return self._aead.decrypt(
+                wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _WRAP_AAD
+            )
         except (InvalidTag, ValueError):
-            raise DecryptionError(f"data key does not open with master key {self.key_id}") from None
+            raise DecryptionError(
+                f"data key does not open with master key {self.key_id}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"LocalMasterKey({self.key_id})"
@@ -170,9 +176,12 @@ def _parse_master(value: str) -> bytes:
             return raw
         raise CryptoError("a master key file holds 64 hex characters or 32 bytes")
     if len(value) >= 32:
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                    info=b"cajex master key v1").derive(value.encode())
-    raise CryptoError("the master key is 64 hex characters, a key file, or a 32+ character secret")
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"cajex master key v1"
+        ).derive(value.encode())
+    raise CryptoError(
+        "the master key is 64 hex characters, a key file, or a 32+ character secret"
+    )
 
 
 def master_key_from_settings(settings) -> Keyring:
@@ -180,8 +189,9 @@ def master_key_from_settings(settings) -> Keyring:
     if not getattr(settings, "master_key", ""):
         raise KeyUnavailable("no master key is configured (CAJEX_MASTER_KEY)")
     current = LocalMasterKey(_parse_master(settings.master_key))
-    old = (getattr(settings, "extra", None) or {}).get("old_master_keys") or os.environ.get(
-        "CAJEX_OLD_MASTER_KEYS", "")
+    old = (getattr(settings, "extra", None) or {}).get(
+        "old_master_keys"
+    ) or os.environ.get("CAJEX_OLD_MASTER_KEYS", "")
     if isinstance(old, str):
         old = [v for v in old.split(",") if v.strip()]
     retired = tuple(LocalMasterKey(_parse_master(v)) for v in old)
@@ -197,19 +207,29 @@ def _keyring(master) -> Keyring:
 
 def _aad(workspace_id, table: str, column: str, row_id, key_version: int) -> bytes:
     # Length-prefixed fields: no two different tuples share an encoding.
-    parts = [b"cajex/secret/v1", str(uuid.UUID(str(workspace_id))).encode(), table.encode(),
-             column.encode(), str(row_id).encode(), str(key_version).encode()]
+    parts = [
+        b"cajex/secret/v1",
+        str(uuid.UUID(str(workspace_id))).encode(),
+        table.encode(),
+        column.encode(),
+        str(row_id).encode(),
+        str(key_version).encode(),
+    ]
     return b"".join(struct.pack(">I", len(p)) + p for p in parts)
 
 
 def _row_key(conn, workspace_id, version: int | None):
     if version is None:
-        sql = ("select version, wrapped_key, master_key_id from cajex.workspace_keys"
-               " where workspace_id = %s and state = 'active'")
+        sql = (
+            "select version, wrapped_key, master_key_id from cajex.workspace_keys"
+            " where workspace_id = %s and state = 'active'"
+        )
         args = (workspace_id,)
     else:
-        sql = ("select version, wrapped_key, master_key_id from cajex.workspace_keys"
-               " where workspace_id = %s and version = %s")
+        sql = (
+            "select version, wrapped_key, master_key_id from cajex.workspace_keys"
+            " where workspace_id = %s and version = %s"
+        )
         args = (workspace_id, version)
     row = conn.execute(sql, args).fetchone()
     if row is None:
@@ -228,22 +248,37 @@ def _active_key(conn, master: Keyring, workspace_id) -> tuple[int, bytes]:
             (master.wrap(fresh), master.key_id),
         ).fetchone()
         if row is None:
-            raise KeyUnavailable(f"no data key could be created for workspace {workspace_id}")
-        found = (row["version"], bytes(row["wrapped_key"]), row["master_key_id"]) if isinstance(
-            row, dict) else (row[0], bytes(row[1]), row[2])
-        _log.info("crypto.data_key_created", workspace_id=str(workspace_id), version=found[0])
+            raise KeyUnavailable(
+                f"no data key could be created for workspace {workspace_id}"
+            )
+        found = (
+            (row["version"], bytes(row["wrapped_key"]), row["master_key_id"])
+            if isinstance(row, dict)
+            else (row[0], bytes(row[1]), row[2])
+        )
+        _log.info(
+            "crypto.data_key_created", workspace_id=str(workspace_id), version=found[0]
+        )
     version, wrapped, master_id = found
     return version, master.unwrap(wrapped, master_id)
 
 
-def seal(data_key: bytes, key_version: int, workspace_id, table: str, column: str, row_id,
-         plaintext: bytes | str) -> bytes:
+def seal(
+    data_key: bytes,
+    key_version: int,
+    workspace_id,
+    table: str,
+    column: str,
+    row_id,
+    plaintext: bytes | str,
+) -> bytes:
     """Encrypt with a given data key (the database-free half of `encrypt`)."""
     if isinstance(plaintext, str):
         plaintext = plaintext.encode()
     nonce = os.urandom(NONCE_BYTES)
-    ct = AESGCM(data_key).encrypt(nonce, plaintext,
-                                  _aad(workspace_id, table, column, row_id, key_version))
+    ct = AESGCM(data_key).encrypt(
+        nonce, plaintext, _aad(workspace_id, table, column, row_id, key_version)
+    )
     return _HEADER.pack(FORMAT_VERSION, key_version) + nonce + ct
 
 
@@ -258,44 +293,66 @@ def key_version_of(ciphertext: bytes) -> int:
     return version
 
 
-def open_sealed(data_key: bytes, workspace_id, table: str, column: str, row_id,
-                ciphertext: bytes) -> bytes:
+def open_sealed(
+    data_key: bytes, workspace_id, table: str, column: str, row_id, ciphertext: bytes
+) -> bytes:
     """Decrypt with a given data key (the database-free half of `decrypt`)."""
     ciphertext = bytes(ciphertext)
     version = key_version_of(ciphertext)
     start = _HEADER.size
     try:
         return AESGCM(data_key).decrypt(
-            ciphertext[start:start + NONCE_BYTES], ciphertext[start + NONCE_BYTES:],
-            _aad(workspace_id, table, column, row_id, version))
+            ciphertext[start : start + NONCE_BYTES],
+            ciphertext[start + NONCE_BYTES :],
+            _aad(workspace_id, table, column, row_id, version),
+        )
     except InvalidTag:
-        raise DecryptionError(f"ciphertext of {table}.{column} does not open here") from None
+        raise DecryptionError(
+            f"ciphertext of {table}.{column} does not open here"
+        ) from None
 
 
-def encrypt(conn, master, workspace_id, table: str, column: str, row_id,
-            plaintext: bytes | str) -> bytes:
+def encrypt(
+    conn, master, workspace_id, table: str, column: str, row_id, plaintext: bytes | str
+) -> bytes:
     """Seal `plaintext` for one cell, under the workspace's active data key."""
     keyring = _keyring(master)
     version, data_key = _active_key(conn, keyring, workspace_id)
     return seal(data_key, version, workspace_id, table, column, row_id, plaintext)
 
 
-def decrypt(conn, master, workspace_id, table: str, column: str, row_id,
-            ciphertext: bytes) -> bytes:
+def decrypt(
+    conn, master, workspace_id, table: str, column: str, row_id, ciphertext: bytes
+) -> bytes:
     """Open one cell's ciphertext; DecryptionError unless it is authentic here."""
     keyring = _keyring(master)
     version = key_version_of(ciphertext)
     found = _row_key(conn, workspace_id, version)
     if found is None:
-        raise KeyUnavailable(f"data key {version} of workspace {workspace_id} is not available")
+        raise KeyUnavailable(
+            f"data key {version} of workspace {workspace_id} is not available"
+        )
     _, wrapped, master_id = found
-    return open_sealed(keyring.unwrap(wrapped, master_id), workspace_id, table, column, row_id,
-                       ciphertext)
+    return open_sealed(
+        keyring.unwrap(wrapped, master_id),
+        workspace_id,
+        table,
+        column,
+        row_id,
+        ciphertext,
+    )
 
 
-def decrypt_with_wrapped_key(master, workspace_id, table: str, column: str, row_id,
-                             ciphertext: bytes, wrapped_key: bytes | None,
-                             master_key_id: str | None) -> bytes:
+def decrypt_with_wrapped_key(
+    master,
+    workspace_id,
+    table: str,
+    column: str,
+    row_id,
+    ciphertext: bytes,
+    wrapped_key: bytes | None,
+    master_key_id: str | None,
+) -> bytes:
     """Open one cell's ciphertext with the wrapped data key a query already
     returned beside it (no database round trip: a caller can commit first).
 
@@ -303,8 +360,10 @@ def decrypt_with_wrapped_key(master, workspace_id, table: str, column: str, row_
     purged workspace) or its master key, DecryptionError unless authentic.
     """
     if wrapped_key is None:
-        raise KeyUnavailable(f"data key {key_version_of(ciphertext)} of workspace {workspace_id}"
-                             " is not available")
+        raise KeyUnavailable(
+            f"data key {key_version_of(ciphertext)} of workspace {workspace_id}"
+            " is not available"
+        )
     data_key = _keyring(master).unwrap(bytes(wrapped_key), master_key_id)
     return open_sealed(data_key, workspace_id, table, column, row_id, ciphertext)
 
@@ -331,22 +390,35 @@ def rotate_master(admin_conn, master, batch: int = 200) -> int:
     while True:
         rows = admin_conn.execute(
             "select workspace_id, version, wrapped_key, master_key_id"
-            " from cajex_private.keys_to_rewrap(%s, %s)", (keyring.key_id, batch)).fetchall()
+            " from cajex_private.keys_to_rewrap(%s, %s)",
+            (keyring.key_id, batch),
+        ).fetchall()
         if not rows:
             return done
         progressed = False
         for row in rows:
-            ws, version, wrapped, old_id = (row["workspace_id"], row["version"], row["wrapped_key"],
-                                            row["master_key_id"]) if isinstance(row, dict) else row
+            ws, version, wrapped, old_id = (
+                (
+                    row["workspace_id"],
+                    row["version"],
+                    row["wrapped_key"],
+                    row["master_key_id"],
+                )
+                if isinstance(row, dict)
+                else row
+            )
             data_key = keyring.unwrap(bytes(wrapped), old_id)
             swapped = admin_conn.execute(
                 "select cajex_private.rewrap_workspace_key(%s, %s, %s, %s, %s) as ok",
-                (ws, version, old_id, keyring.wrap(data_key), keyring.key_id)).fetchone()
+                (ws, version, old_id, keyring.wrap(data_key), keyring.key_id),
+            ).fetchone()
             ok = swapped["ok"] if isinstance(swapped, dict) else swapped[0]
             if ok:
                 done += 1
                 progressed = True
-                _log.info("crypto.data_key_rewrapped", workspace_id=str(ws), version=version)
+                _log.info(
+                    "crypto.data_key_rewrapped", workspace_id=str(ws), version=version
+                )
         if not progressed:
             return done
 
@@ -354,12 +426,19 @@ def rotate_master(admin_conn, master, batch: int = 200) -> int:
 def registered_columns(conn) -> list[tuple[str, str, list[str]]]:
     rows = conn.execute(
         "select table_name, column_name, key_columns from cajex_private.encrypted_columns"
-        " order by 1, 2").fetchall()
-    return [(r["table_name"], r["column_name"], list(r["key_columns"])) if isinstance(r, dict)
-            else (r[0], r[1], list(r[2])) for r in rows]
+        " order by 1, 2"
+    ).fetchall()
+    return [
+        (r["table_name"], r["column_name"], list(r["key_columns"]))
+        if isinstance(r, dict)
+        else (r[0], r[1], list(r[2]))
+        for r in rows
+    ]
 
 
-def _stale_cells(conn, workspace_id, active_version: int, limit: int) -> Iterator[tuple]:
+def _stale_cells(
+    conn, workspace_id, active_version: int, limit: int
+) -> Iterator[tuple]:
     """Cells of the workspace sealed under another key version than the active one."""
     from psycopg import sql
 
@@ -370,20 +449,38 @@ def _stale_cells(conn, workspace_id, active_version: int, limit: int) -> Iterato
             " and {col} is not null"
             " and substring({col} from 2 for 4) <> int4send(%s::int4) limit %s"
         ).format(
-            keys=sql.SQL(", ").join(sql.SQL("t.{}::text as {}").format(sql.Identifier(k),
-                                                                        sql.Identifier(k))
-                                    for k in keys),
+            keys=sql.SQL(", ").join(
+                sql.SQL("t.{}::text as {}").format(sql.Identifier(k), sql.Identifier(k))
+                for k in keys
+            ),
             col=sql.Identifier(column),
             tbl=sql.Identifier(schema, name),
         )
-        for row in conn.execute(query, (workspace_id, active_version, limit)).fetchall():
-            values = [row[k] for k in keys] if isinstance(row, dict) else list(row[:len(keys)])
+        for row in conn.execute(
+            query, (workspace_id, active_version, limit)
+        ).fetchall():
+            values = (
+                [row[k] for k in keys]
+                if isinstance(row, dict)
+                else list(row[: len(keys)])
+            )
             ct = row["ciphertext"] if isinstance(row, dict) else row[len(keys)]
-            yield table, column, dict(zip(keys, values)), "/".join(values), bytes(ct)
+            yield (
+                table,
+                column,
+                dict(zip(keys, values, strict=True)),
+                "/".join(values),
+                bytes(ct),
+            )
 
 
-def rotate_workspace_key(open_tx: Callable[[], contextlib.AbstractContextManager], master,
-                         workspace_id, batch: int = 100, _after_batch=None) -> dict:
+def rotate_workspace_key(
+    open_tx: Callable[[], contextlib.AbstractContextManager],
+    master,
+    workspace_id,
+    batch: int = 100,
+    _after_batch=None,
+) -> dict:
     """Give the workspace a new data key and re-encrypt its secrets with it.
 
     `open_tx()` returns a context manager for one transaction in the
@@ -402,44 +499,71 @@ def rotate_workspace_key(open_tx: Callable[[], contextlib.AbstractContextManager
         def wrapper():
             with cm as value:
                 yield value[0] if isinstance(value, tuple) else value
+
         return wrapper()
 
     with tx() as conn:
         active = _row_key(conn, workspace_id, None)
-        pending = active is not None and next(_stale_cells(conn, workspace_id, active[0], 1),
-                                              None) is not None
+        pending = (
+            active is not None
+            and next(_stale_cells(conn, workspace_id, active[0], 1), None) is not None
+        )
         if pending:
             version, resumed = active[0], True
         else:
             fresh = AESGCM.generate_key(bit_length=256)
-            row = conn.execute("select cajex_private.begin_workspace_key_rotation(%s, %s) as v",
-                               (keyring.wrap(fresh), keyring.key_id)).fetchone()
+            row = conn.execute(
+                "select cajex_private.begin_workspace_key_rotation(%s, %s) as v",
+                (keyring.wrap(fresh), keyring.key_id),
+            ).fetchone()
             version = row["v"] if isinstance(row, dict) else row[0]
             resumed = False
-    _log.info("crypto.rotation_started", workspace_id=str(workspace_id), version=version,
-              resumed=resumed)
+    _log.info(
+        "crypto.rotation_started",
+        workspace_id=str(workspace_id),
+        version=version,
+        resumed=resumed,
+    )
 
     reencrypted = 0
     keys_cache: dict[int, bytes] = {}
     while True:
         with tx() as conn:
+
             def data_key(v: int) -> bytes:
                 if v not in keys_cache:
                     found = _row_key(conn, workspace_id, v)
                     if found is None:
-                        raise KeyUnavailable(f"data key {v} of workspace {workspace_id} is gone")
+                        raise KeyUnavailable(
+                            f"data key {v} of workspace {workspace_id} is gone"
+                        )
                     keys_cache[v] = keyring.unwrap(found[1], found[2])
                 return keys_cache[v]
 
             cells = list(_stale_cells(conn, workspace_id, version, batch))
             changed = 0
             for table, column, key, row_id, ct in cells:
-                plain = open_sealed(data_key(key_version_of(ct)), workspace_id, table, column,
-                                    row_id, ct)
-                new = seal(data_key(version), version, workspace_id, table, column, row_id, plain)
+                plain = open_sealed(
+                    data_key(key_version_of(ct)),
+                    workspace_id,
+                    table,
+                    column,
+                    row_id,
+                    ct,
+                )
+                new = seal(
+                    data_key(version),
+                    version,
+                    workspace_id,
+                    table,
+                    column,
+                    row_id,
+                    plain,
+                )
                 ok = conn.execute(
                     "select cajex_private.rewrite_secret(%s, %s, %s::jsonb, %s, %s) as ok",
-                    (table, column, _json(key), ct, new)).fetchone()
+                    (table, column, _json(key), ct, new),
+                ).fetchone()
                 changed += 1 if (ok["ok"] if isinstance(ok, dict) else ok[0]) else 0
         reencrypted += changed
         if _after_batch is not None:
@@ -449,8 +573,12 @@ def rotate_workspace_key(open_tx: Callable[[], contextlib.AbstractContextManager
         if not cells or not changed:
             break
     keys_cache.clear()
-    _log.info("crypto.rotation_finished", workspace_id=str(workspace_id), version=version,
-              reencrypted=reencrypted)
+    _log.info(
+        "crypto.rotation_finished",
+        workspace_id=str(workspace_id),
+        version=version,
+        reencrypted=reencrypted,
+    )
     return {"version": version, "reencrypted": reencrypted, "resumed": resumed}
 
 
@@ -462,8 +590,9 @@ def _json(value) -> str:
 
 def destroy_workspace_keys(conn, workspace_id) -> int:
     """Delete a purged workspace's data keys (crypto-shredding). Returns how many."""
-    row = conn.execute("select cajex_private.destroy_workspace_keys(%s) as n",
-                       (workspace_id,)).fetchone()
+    row = conn.execute(
+        "select cajex_private.destroy_workspace_keys(%s) as n", (workspace_id,)
+    ).fetchone()
     n = row["n"] if isinstance(row, dict) else row[0]
     _log.info("crypto.workspace_keys_destroyed", workspace_id=str(workspace_id), keys=n)
     return n

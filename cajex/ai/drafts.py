@@ -48,7 +48,9 @@ def prompt_for(kind: str, project: dict) -> tuple[str, str]:
     if kind not in KINDS:
         raise ValueError(kind)
     tags = ", ".join(project.get("tags") or []) or "none"
-    description = (project.get("description") or "").strip()[:MAX_DESCRIPTION] or "(none)"
+    description = (project.get("description") or "").strip()[
+        :MAX_DESCRIPTION
+    ] or "(none)"
     prompt = (
         f"Project name: {project['name']}\n"
         f"Status: {project.get('status') or 'unknown'}\n"

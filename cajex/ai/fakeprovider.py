@@ -39,48 +39,107 @@ class FakeProvider:
                 pass
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                body = json.loads(
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    or b"{}"
+                )
                 if self.path.endswith("/v1/messages"):
                     # The client sends x-api-key or, in newer versions, a bearer token.
                     key = self.headers.get("x-api-key") or (
-                        self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                        self.headers.get("Authorization") or ""
+                    ).removeprefix("Bearer ")
                     kind = "anthropic"
                 elif self.path.endswith("/chat/completions"):
-                    key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                    key = (self.headers.get("Authorization") or "").removeprefix(
+                        "Bearer "
+                    )
                     kind = "openai"
                 else:
-                    return self._send(404, {"error": {"type": "not_found", "message": "no such path"}})
+                    return self._send(
+                        404, {"error": {"type": "not_found", "message": "no such path"}}
+                    )
                 model = str(body.get("model", ""))
-                owner.requests.append({"path": self.path, "model": model, "key": key,
-                                       "max_tokens": body.get("max_tokens")})
+                owner.requests.append(
+                    {
+                        "path": self.path,
+                        "model": model,
+                        "key": key,
+                        "max_tokens": body.get("max_tokens"),
+                    }
+                )
                 if key != owner.api_key:
-                    return self._send(401, {"type": "error", "error": {
-                        "type": "authentication_error", "message": "invalid x-api-key"}})
+                    return self._send(
+                        401,
+                        {
+                            "type": "error",
+                            "error": {
+                                "type": "authentication_error",
+                                "message": "invalid x-api-key",
+                            },
+                        },
+                    )
                 if model.startswith("slow-"):
                     time.sleep(float(model.split("-", 1)[1]))
                 if model.startswith("fail-"):
                     status = int(model.split("-", 1)[1])
-                    return self._send(status, {"type": "error", "error": {
-                        "type": "overloaded_error" if status >= 500 else "rate_limit_error",
-                        "message": "try later"}})
+                    return self._send(
+                        status,
+                        {
+                            "type": "error",
+                            "error": {
+                                "type": "overloaded_error"
+                                if status >= 500
+                                else "rate_limit_error",
+                                "message": "try later",
+                            },
+                        },
+                    )
                 max_tokens = int(body.get("max_tokens") or 16)
                 if model == "long":
                     text, out_tokens = "word " * (max_tokens * 20), max_tokens * 5
                 else:
-                    text, out_tokens = "A short drafted summary.", min(owner.output_tokens, max_tokens)
+                    text, out_tokens = (
+                        "A short drafted summary.",
+                        min(owner.output_tokens, max_tokens),
+                    )
                 if kind == "anthropic":
-                    return self._send(200, {
-                        "id": "msg_test", "type": "message", "role": "assistant", "model": model,
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": "end_turn", "stop_sequence": None,
-                        "usage": {"input_tokens": owner.input_tokens, "output_tokens": out_tokens}})
-                return self._send(200, {
-                    "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-                    "model": model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": owner.input_tokens, "completion_tokens": out_tokens,
-                              "total_tokens": owner.input_tokens + out_tokens}})
+                    return self._send(
+                        200,
+                        {
+                            "id": "msg_test",
+                            "type": "message",
+                            "role": "assistant",
+                            "model": model,
+                            "content": [{"type": "text", "text": text}],
+                            "stop_reason": "end_turn",
+                            "stop_sequence": None,
+                            "usage": {
+                                "input_tokens": owner.input_tokens,
+                                "output_tokens": out_tokens,
+                            },
+                        },
+                    )
+                return self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": text},
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": owner.input_tokens,
+                            "completion_tokens": out_tokens,
+                            "total_tokens": owner.input_tokens + out_tokens,
+                        },
+                    },
+                )
 
             def _send(self, status: int, payload: dict):
                 data = json.dumps(payload).encode()

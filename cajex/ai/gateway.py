@@ -43,19 +43,45 @@ _log = log.get("cajex.ai")
 TABLE, COLUMN = "cajex.ai_settings", "api_key"
 
 _REFUSALS = {
-    "plan": (402, "plan_feature", "AI is not included in this workspace's plan right now."),
+    "plan": (
+        402,
+        "plan_feature",
+        "AI is not included in this workspace's plan right now.",
+    ),
     "off": (409, "ai_off", "AI is switched off for this workspace."),
-    "unconfigured": (409, "ai_not_configured",
-                     "AI is not set up for this workspace yet: an admin adds the provider's API key."),
+    "unconfigured": (
+        409,
+        "ai_not_configured",
+        "AI is not set up for this workspace yet: an admin adds the provider's API key.",
+    ),
 }
 
 _PROVIDER_ERRORS = {
-    "timeout": (504, "ai_timeout", "The AI provider did not answer in time. Nothing was charged."),
-    "rate_limited": (503, "ai_provider_busy",
-                     "The AI provider is rate limiting this workspace. Try again shortly."),
-    "auth": (502, "ai_provider_auth", "The AI provider refused the workspace's API key."),
-    "failed": (502, "ai_provider_error", "The AI provider failed. Nothing was charged."),
-    "bad_answer": (502, "ai_provider_error", "The AI provider sent an answer cajex cannot read."),
+    "timeout": (
+        504,
+        "ai_timeout",
+        "The AI provider did not answer in time. Nothing was charged.",
+    ),
+    "rate_limited": (
+        503,
+        "ai_provider_busy",
+        "The AI provider is rate limiting this workspace. Try again shortly.",
+    ),
+    "auth": (
+        502,
+        "ai_provider_auth",
+        "The AI provider refused the workspace's API key.",
+    ),
+    "failed": (
+        502,
+        "ai_provider_error",
+        "The AI provider failed. Nothing was charged.",
+    ),
+    "bad_answer": (
+        502,
+        "ai_provider_error",
+        "The AI provider sent an answer cajex cannot read.",
+    ),
 }
 
 
@@ -75,9 +101,16 @@ class AIResult:
         return self.input_tokens + self.output_tokens
 
     def as_json(self) -> dict:
-        return {"text": self.text, "task": self.task, "provider": self.provider, "model": self.model,
-                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "total_tokens": self.total_tokens, "truncated": self.truncated}
+        return {
+            "text": self.text,
+            "task": self.task,
+            "provider": self.provider,
+            "model": self.model,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "truncated": self.truncated,
+        }
 
 
 def estimate_input_tokens(*texts: str) -> int:
@@ -89,9 +122,11 @@ def budget_message(row) -> str:
     """The pause message of a 'budget' refusal: what is spent, and what resumes AI."""
     used, limit = int(row["used_tokens"] or 0), int(row["limit_tokens"] or 0)
     needed = int(row["reserved_tokens"] or 0)
-    return (f"This workspace's AI budget for this {row['period']} is spent: {used} of {limit} "
-            f"tokens used, and this request may need up to {needed}. AI is paused until the "
-            "next period or until an admin raises the budget.")
+    return (
+        f"This workspace's AI budget for this {row['period']} is spent: {used} of {limit} "
+        f"tokens used, and this request may need up to {needed}. AI is paused until the "
+        "next period or until an admin raises the budget."
+    )
 
 
 def _conn(value):
@@ -105,21 +140,40 @@ class Gateway:
         self.master = master
         self.providers = dict(providers_mod.DEFAULT if providers is None else providers)
 
-    def complete(self, tx: Callable[[], contextlib.AbstractContextManager], workspace_id, task: str,
-                 prompt: str, *, system: str = "You are a concise assistant.") -> AIResult:
+    def complete(
+        self,
+        tx: Callable[[], contextlib.AbstractContextManager],
+        workspace_id,
+        task: str,
+        prompt: str,
+        *,
+        system: str = "You are a concise assistant.",
+    ) -> AIResult:
         started = time.perf_counter()
-        row = _commit_with(tx, "select * from cajex_private.ai_reserve(%s, %s)",
-                           (task, estimate_input_tokens(system, prompt)))
+        row = _commit_with(
+            tx,
+            "select * from cajex_private.ai_reserve(%s, %s)",
+            (task, estimate_input_tokens(system, prompt)),
+        )
         status = row["status"]
         if status == "ok":
             try:
                 api_key = crypto.decrypt_with_wrapped_key(
-                    self.master, workspace_id, TABLE, COLUMN, str(workspace_id),
-                    bytes(row["api_key"]), row["data_key"], row["data_key_master"]).decode()
+                    self.master,
+                    workspace_id,
+                    TABLE,
+                    COLUMN,
+                    str(workspace_id),
+                    bytes(row["api_key"]),
+                    row["data_key"],
+                    row["data_key_master"],
+                ).decode()
             except crypto.CryptoError:
                 api_key = None
         if status != "ok":
-            _log.info("ai.refused", workspace_id=str(workspace_id), task=task, reason=status)
+            _log.info(
+                "ai.refused", workspace_id=str(workspace_id), task=task, reason=status
+            )
             if status == "budget":
                 raise AppError(429, "quota_exceeded", budget_message(row))
             raise AppError(*_REFUSALS[status])
@@ -129,13 +183,21 @@ class Gateway:
         if api_key is None:
             self._settle(tx, reservation, row["model"], 0, 0, failed=True)
             _log.warning("ai.key_unreadable", workspace_id=str(workspace_id))
-            raise AppError(409, "ai_not_configured",
-                           "The workspace's AI key cannot be read: an admin enters it again.")
+            raise AppError(
+                409,
+                "ai_not_configured",
+                "The workspace's AI key cannot be read: an admin enters it again.",
+            )
         request = providers_mod.Request(
-            provider=row["provider"], model=row["model"], api_key=api_key,
-            base_url=row["base_url"], system=system, prompt=prompt,
+            provider=row["provider"],
+            model=row["model"],
+            api_key=api_key,
+            base_url=row["base_url"],
+            system=system,
+            prompt=prompt,
             max_output_tokens=int(row["max_output_tokens"]),
-            timeout_seconds=float(row["timeout_seconds"]))
+            timeout_seconds=float(row["timeout_seconds"]),
+        )
         del api_key
         overhead = time.perf_counter() - started
         call_started = time.perf_counter()
@@ -143,9 +205,17 @@ class Gateway:
             answer = self.providers[request.provider](request)
         except providers_mod.ProviderError as exc:
             self._settle(tx, reservation, request.model, 0, 0, failed=True)
-            _log.warning("ai.provider_failed", workspace_id=str(workspace_id), task=task,
-                         provider=request.provider, kind=exc.kind, status=exc.status)
-            raise AppError(*_PROVIDER_ERRORS.get(exc.kind, _PROVIDER_ERRORS["failed"])) from None
+            _log.warning(
+                "ai.provider_failed",
+                workspace_id=str(workspace_id),
+                task=task,
+                provider=request.provider,
+                kind=exc.kind,
+                status=exc.status,
+            )
+            raise AppError(
+                *_PROVIDER_ERRORS.get(exc.kind, _PROVIDER_ERRORS["failed"])
+            ) from None
         except BaseException:
             self._settle(tx, reservation, request.model, 0, 0, failed=True)
             raise
@@ -158,22 +228,48 @@ class Gateway:
         text, truncated = answer.text, False
         if answer.output_tokens > limit or len(text) > limit * 8:
             text, truncated = text[: limit * 4], True
-        charged = self._settle(tx, reservation, answer.model or request.model,
-                               answer.input_tokens, answer.output_tokens, failed=False)
+        charged = self._settle(
+            tx,
+            reservation,
+            answer.model or request.model,
+            answer.input_tokens,
+            answer.output_tokens,
+            failed=False,
+        )
         overhead += time.perf_counter() - settle_started
         self.last_overhead_seconds = overhead
-        _log.info("ai.completed", workspace_id=str(workspace_id), task=task,
-                  provider=request.provider, model=request.model, input_tokens=charged[0],
-                  output_tokens=charged[1], reserved_tokens=reserved, truncated=truncated,
-                  provider_ms=round(provider_seconds * 1000, 1))
-        return AIResult(text, task, request.provider, answer.model or request.model, charged[0],
-                        charged[1], reserved, truncated)
+        _log.info(
+            "ai.completed",
+            workspace_id=str(workspace_id),
+            task=task,
+            provider=request.provider,
+            model=request.model,
+            input_tokens=charged[0],
+            output_tokens=charged[1],
+            reserved_tokens=reserved,
+            truncated=truncated,
+            provider_ms=round(provider_seconds * 1000, 1),
+        )
+        return AIResult(
+            text,
+            task,
+            request.provider,
+            answer.model or request.model,
+            charged[0],
+            charged[1],
+            reserved,
+            truncated,
+        )
 
     @staticmethod
-    def _settle(tx, reservation, model: str, input_tokens: int, output_tokens: int,
-                failed: bool) -> tuple[int, int]:
-        row = _commit_with(tx, "select * from cajex_private.ai_settle(%s, %s, %s, %s, %s)",
-                           (reservation, model, input_tokens, output_tokens, failed))
+    def _settle(
+        tx, reservation, model: str, input_tokens: int, output_tokens: int, failed: bool
+    ) -> tuple[int, int]:
+        row = _commit_with(
+            tx,
+            "select * from cajex_private.ai_settle(%s, %s, %s, %s, %s)",
+            (reservation, model, input_tokens, output_tokens, failed),
+        )
         return (int(row["input_tokens"]), int(row["output_tokens"])) if row else (0, 0)
 
 

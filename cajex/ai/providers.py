@@ -55,16 +55,25 @@ def anthropic_messages(req: Request) -> Answer:
     """Anthropic Messages API (POST /v1/messages)."""
     import anthropic
 
-    client = anthropic.Anthropic(api_key=req.api_key, base_url=req.base_url or None,
-                                 timeout=req.timeout_seconds, max_retries=0)
+    client = anthropic.Anthropic(
+        api_key=req.api_key,
+        base_url=req.base_url or None,
+        timeout=req.timeout_seconds,
+        max_retries=0,
+    )
     try:
         msg = client.messages.create(
-            model=req.model, max_tokens=req.max_output_tokens, system=req.system,
-            messages=[{"role": "user", "content": req.prompt}])
+            model=req.model,
+            max_tokens=req.max_output_tokens,
+            system=req.system,
+            messages=[{"role": "user", "content": req.prompt}],
+        )
     except anthropic.APITimeoutError:
         raise ProviderError("timeout") from None
     except anthropic.APIStatusError as exc:
-        raise ProviderError(_kind_for_status(exc.status_code), exc.status_code) from None
+        raise ProviderError(
+            _kind_for_status(exc.status_code), exc.status_code
+        ) from None
     except anthropic.APIConnectionError:
         raise ProviderError("failed") from None
     except anthropic.AnthropicError:
@@ -75,25 +84,39 @@ def anthropic_messages(req: Request) -> Answer:
     usage = msg.usage
     if usage is None:
         raise ProviderError("bad_answer")
-    return Answer(text, int(usage.input_tokens or 0), int(usage.output_tokens or 0),
-                  msg.model or req.model)
+    return Answer(
+        text,
+        int(usage.input_tokens or 0),
+        int(usage.output_tokens or 0),
+        msg.model or req.model,
+    )
 
 
 def openai_chat(req: Request) -> Answer:
     """OpenAI chat completions (POST /v1/chat/completions), also for compatible servers."""
     import openai
 
-    client = openai.OpenAI(api_key=req.api_key, base_url=req.base_url or None,
-                           timeout=req.timeout_seconds, max_retries=0)
+    client = openai.OpenAI(
+        api_key=req.api_key,
+        base_url=req.base_url or None,
+        timeout=req.timeout_seconds,
+        max_retries=0,
+    )
     try:
         done = client.chat.completions.create(
-            model=req.model, max_tokens=req.max_output_tokens,
-            messages=[{"role": "system", "content": req.system},
-                      {"role": "user", "content": req.prompt}])
+            model=req.model,
+            max_tokens=req.max_output_tokens,
+            messages=[
+                {"role": "system", "content": req.system},
+                {"role": "user", "content": req.prompt},
+            ],
+        )
     except openai.APITimeoutError:
         raise ProviderError("timeout") from None
     except openai.APIStatusError as exc:
-        raise ProviderError(_kind_for_status(exc.status_code), exc.status_code) from None
+        raise ProviderError(
+            _kind_for_status(exc.status_code), exc.status_code
+        ) from None
     except openai.APIConnectionError:
         raise ProviderError("failed") from None
     except openai.OpenAIError:
@@ -103,8 +126,12 @@ def openai_chat(req: Request) -> Answer:
     if not done.choices or done.usage is None:
         raise ProviderError("bad_answer")
     text = done.choices[0].message.content or ""
-    return Answer(text, int(done.usage.prompt_tokens or 0), int(done.usage.completion_tokens or 0),
-                  done.model or req.model)
+    return Answer(
+        text,
+        int(done.usage.prompt_tokens or 0),
+        int(done.usage.completion_tokens or 0),
+        done.model or req.model,
+    )
 
 
 #: provider name (cajex.ai_settings.provider) -> adapter

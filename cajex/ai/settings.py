@@ -8,9 +8,19 @@ from __future__ import annotations
 from cajex import crypto
 from cajex.ai.gateway import COLUMN, TABLE
 
-PUBLIC_FIELDS = ("enabled", "provider", "model", "base_url", "budget_tokens", "budget_period",
-                 "task_budgets", "max_output_tokens", "timeout_seconds", "api_key_last4",
-                 "updated_at")
+PUBLIC_FIELDS = (
+    "enabled",
+    "provider",
+    "model",
+    "base_url",
+    "budget_tokens",
+    "budget_period",
+    "task_budgets",
+    "max_output_tokens",
+    "timeout_seconds",
+    "api_key_last4",
+    "updated_at",
+)
 
 
 def read(conn) -> dict | None:
@@ -30,11 +40,15 @@ def save(conn, master, workspace_id, changes: dict, api_key: str | None = None) 
     sealed = last4 = None
     if api_key:
         api_key = api_key.strip()
-        sealed = crypto.encrypt(conn, master, workspace_id, TABLE, COLUMN, str(workspace_id), api_key)
+        sealed = crypto.encrypt(
+            conn, master, workspace_id, TABLE, COLUMN, str(workspace_id), api_key
+        )
         last4 = crypto.last_four(api_key)
     from psycopg.types.json import Jsonb
 
-    conn.execute("select cajex.ai_update_settings(%s, %s, %s)", (Jsonb(changes), sealed, last4))
+    conn.execute(
+        "select cajex.ai_update_settings(%s, %s, %s)", (Jsonb(changes), sealed, last4)
+    )
     return read(conn)
 
 

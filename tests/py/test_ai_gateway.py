@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 
 import psycopg
 import pytest
@@ -30,8 +31,15 @@ def fake():
 
 
 def configure(world, ws, master, fake, **changes):
-    base = {"enabled": True, "provider": "anthropic", "model": "claude-test", "base_url": fake.url,
-            "budget_tokens": 100000, "max_output_tokens": 100, "timeout_seconds": 5}
+    base = {
+        "enabled": True,
+        "provider": "anthropic",
+        "model": "claude-test",
+        "base_url": fake.url,
+        "budget_tokens": 100000,
+        "max_output_tokens": 100,
+        "timeout_seconds": 5,
+    }
     base.update(changes)
     with world.as_user(ws.owner, ws) as (conn, _):
         return ai_settings.save(conn, master, ws.id, base, api_key=KEY)
@@ -42,21 +50,35 @@ def change(world, ws, master, **changes):
         return ai_settings.save(conn, master, ws.id, changes)
 
 
-def ask(world, ws, master, user=None, task="project_summary", prompt="Summarise: a project", conn=None):
+def ask(
+    world,
+    ws,
+    master,
+    user=None,
+    task="project_summary",
+    prompt="Summarise: a project",
+    conn=None,
+):
     gateway = gw.Gateway(master)
-    return gateway.complete(lambda: world.as_user(user or ws.owner, ws, conn=conn), ws.id, task, prompt)
+    return gateway.complete(
+        lambda: world.as_user(user or ws.owner, ws, conn=conn), ws.id, task, prompt
+    )
 
 
 def counters(world, ws):
     return world.admin.execute(
         "select scope, used_tokens, reserved_tokens, notified_at from cajex.ai_budget_counters"
-        " where workspace_id = %s order by scope", (ws.id,)).fetchall()
+        " where workspace_id = %s order by scope",
+        (ws.id,),
+    ).fetchall()
 
 
 def usage(world, ws):
     return world.admin.execute(
         "select model, task, requests, failed_requests, input_tokens, output_tokens"
-        " from cajex.ai_usage where workspace_id = %s order by model", (ws.id,)).fetchall()
+        " from cajex.ai_usage where workspace_id = %s order by model",
+        (ws.id,),
+    ).fetchall()
 
 
 @pytest.fixture
@@ -70,26 +92,56 @@ def test_anthropic_call_records_usage_and_releases_the_rest(world, two, master, 
     result = ask(world, a, master)
     assert result.text == "A short drafted summary."
     assert (result.input_tokens, result.output_tokens) == (40, 25)
-    assert fake.requests[-1]["path"] == "/v1/messages" and fake.requests[-1]["key"] == KEY
+    assert (
+        fake.requests[-1]["path"] == "/v1/messages" and fake.requests[-1]["key"] == KEY
+    )
     assert fake.requests[-1]["max_tokens"] == 100
     [row] = counters(world, a)
     assert row["used_tokens"] == 65 and row["reserved_tokens"] == 0
-    assert usage(world, a) == [{"model": "claude-test", "task": "project_summary", "requests": 1,
-                                "failed_requests": 0, "input_tokens": 40, "output_tokens": 25}]
+    assert usage(world, a) == [
+        {
+            "model": "claude-test",
+            "task": "project_summary",
+            "requests": 1,
+            "failed_requests": 0,
+            "input_tokens": 40,
+            "output_tokens": 25,
+        }
+    ]
 
 
 def test_openai_and_compatible_providers(world, two, master, fake):
     a, b = two
-    configure(world, a, master, fake, provider="openai", model="gpt-test", base_url=fake.url + "/v1")
-    configure(world, b, master, fake, provider="openai_compatible", model="local-llm",
-              base_url=fake.url + "/v1")
+    configure(
+        world,
+        a,
+        master,
+        fake,
+        provider="openai",
+        model="gpt-test",
+        base_url=fake.url + "/v1",
+    )
+    configure(
+        world,
+        b,
+        master,
+        fake,
+        provider="openai_compatible",
+        model="local-llm",
+        base_url=fake.url + "/v1",
+    )
     ra, rb = ask(world, a, master), ask(world, b, master)
     assert (ra.model, rb.model) == ("gpt-test", "local-llm")
     assert all(r["path"] == "/v1/chat/completions" for r in fake.requests)
-    assert usage(world, a)[0]["input_tokens"] == 40 and usage(world, b)[0]["model"] == "local-llm"
+    assert (
+        usage(world, a)[0]["input_tokens"] == 40
+        and usage(world, b)[0]["model"] == "local-llm"
+    )
 
 
-def test_off_refuses_at_once_without_decrypting_the_key(world, two, master, fake, monkeypatch):
+def test_off_refuses_at_once_without_decrypting_the_key(
+    world, two, master, fake, monkeypatch
+):
     a, _ = two
     configure(world, a, master, fake)
     change(world, a, master, enabled=False)
@@ -109,9 +161,17 @@ def test_off_refuses_at_once_without_decrypting_the_key(world, two, master, fake
 def test_plan_without_ai_refuses_without_decrypting(world, master, fake, monkeypatch):
     ws = world.workspace(plan="pro")
     configure(world, ws, master, fake)
-    world.admin.execute("update cajex.workspaces set plan = 'free' where id = %s", (ws.id,))
-    monkeypatch.setattr(crypto, "open_sealed", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
-    monkeypatch.setattr(crypto.Keyring, "unwrap", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
+    world.admin.execute(
+        "update cajex.workspaces set plan = 'free' where id = %s", (ws.id,)
+    )
+    monkeypatch.setattr(
+        crypto, "open_sealed", lambda *a, **k: (_ for _ in ()).throw(AssertionError())
+    )
+    monkeypatch.setattr(
+        crypto.Keyring,
+        "unwrap",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError()),
+    )
     with pytest.raises(AppError) as err:
         ask(world, ws, master)
     assert (err.value.status, err.value.code) == (402, "plan_feature")
@@ -125,9 +185,18 @@ def test_never_configured_is_off(world, two, master):
     assert err.value.code == "ai_off"
 
 
-@pytest.mark.parametrize("model, code", [("fail-500", "ai_provider_error"), ("fail-503", "ai_provider_error"),
-                                         ("fail-429", "ai_provider_busy"), ("slow-3", "ai_timeout")])
-def test_provider_failures_release_the_reservation(world, two, master, fake, model, code):
+@pytest.mark.parametrize(
+    "model, code",
+    [
+        ("fail-500", "ai_provider_error"),
+        ("fail-503", "ai_provider_error"),
+        ("fail-429", "ai_provider_busy"),
+        ("slow-3", "ai_timeout"),
+    ],
+)
+def test_provider_failures_release_the_reservation(
+    world, two, master, fake, model, code
+):
     a, _ = two
     configure(world, a, master, fake, model=model, timeout_seconds=1)
     with pytest.raises(AppError) as err:
@@ -136,7 +205,10 @@ def test_provider_failures_release_the_reservation(world, two, master, fake, mod
     assert KEY not in err.value.message
     [row] = counters(world, a)
     assert row["used_tokens"] == 0 and row["reserved_tokens"] == 0
-    assert usage(world, a)[0]["failed_requests"] == 1 and usage(world, a)[0]["requests"] == 0
+    assert (
+        usage(world, a)[0]["failed_requests"] == 1
+        and usage(world, a)[0]["requests"] == 0
+    )
 
 
 def test_a_wrong_key_is_a_clear_error(world, two, master, fake):
@@ -149,17 +221,25 @@ def test_a_wrong_key_is_a_clear_error(world, two, master, fake):
     assert err.value.code == "ai_provider_auth" and "sk-wrong" not in err.value.message
 
 
-def test_an_over_long_answer_is_cut_and_charged_no_more_than_reserved(world, two, master, fake):
+def test_an_over_long_answer_is_cut_and_charged_no_more_than_reserved(
+    world, two, master, fake
+):
     a, _ = two
     configure(world, a, master, fake, model="long", max_output_tokens=50)
     result = ask(world, a, master)
     assert result.truncated and len(result.text) <= 200
     [row] = counters(world, a)
-    assert row["used_tokens"] == result.reserved_tokens == result.input_tokens + result.output_tokens
+    assert (
+        row["used_tokens"]
+        == result.reserved_tokens
+        == result.input_tokens + result.output_tokens
+    )
     assert row["reserved_tokens"] == 0
 
 
-def test_budget_reached_pauses_notifies_admins_once_and_spares_other_workspaces(world, two, master, fake):
+def test_budget_reached_pauses_notifies_admins_once_and_spares_other_workspaces(
+    world, two, master, fake
+):
     a, b = two
     admin = world.member(a, role="admin")
     member = world.member(a, role="member")
@@ -173,18 +253,31 @@ def test_budget_reached_pauses_notifies_admins_once_and_spares_other_workspaces(
             results.append(exc)
     ok = [r for r in results if not isinstance(r, AppError)]
     refused = [r for r in results if isinstance(r, AppError)]
-    assert ok and refused and all(r.code == "quota_exceeded" and r.status == 429 for r in refused)
+    assert (
+        ok
+        and refused
+        and all(r.code == "quota_exceeded" and r.status == 429 for r in refused)
+    )
     assert "paused" in refused[0].message
     [row] = counters(world, a)
-    assert row["used_tokens"] + row["reserved_tokens"] <= 400 and row["notified_at"] is not None
+    assert (
+        row["used_tokens"] + row["reserved_tokens"] <= 400
+        and row["notified_at"] is not None
+    )
     mails = world.admin.execute(
-        "select payload from cajex.outbox where workspace_id = %s and kind = 'email.send'", (a.id,)).fetchall()
-    assert sorted(m["payload"]["to"] for m in mails) == sorted([a.owner.email, admin.email])
+        "select payload from cajex.outbox where workspace_id = %s and kind = 'email.send'",
+        (a.id,),
+    ).fetchall()
+    assert sorted(m["payload"]["to"] for m in mails) == sorted(
+        [a.owner.email, admin.email]
+    )
     assert all(m["payload"]["template"] == "ai_budget" for m in mails)
     assert member.email not in [m["payload"]["to"] for m in mails]
     # Other workspaces continue.
     assert ask(world, b, master).output_tokens == 25
-    assert not world.admin.execute("select 1 from cajex.outbox where workspace_id = %s", (b.id,)).fetchall()
+    assert not world.admin.execute(
+        "select 1 from cajex.outbox where workspace_id = %s", (b.id,)
+    ).fetchall()
     # Status says paused; raising the budget resumes at once.
     with world.as_user(member, a) as (conn, _):
         assert ai_settings.status(conn)["paused"] is True
@@ -194,8 +287,11 @@ def test_budget_reached_pauses_notifies_admins_once_and_spares_other_workspaces(
     assert ask(world, a, master, user=member).text
     # A new period resumes too (and notifies again when spent).
     change(world, a, master, budget_tokens=400)
-    world.admin.execute("update cajex.ai_budget_counters set period_start = period_start - 40"
-                        " where workspace_id = %s", (a.id,))
+    world.admin.execute(
+        "update cajex.ai_budget_counters set period_start = period_start - 40"
+        " where workspace_id = %s",
+        (a.id,),
+    )
     assert ask(world, a, master, user=member).text
 
 
@@ -203,7 +299,14 @@ def test_task_budget(world, two, master, fake):
     a, _ = two
     # A call reserves its estimated input (88 tokens here) plus the answer
     # limit (100): 250 covers one call (which uses 65) but not a second.
-    configure(world, a, master, fake, max_output_tokens=100, task_budgets={"decision_record": 250})
+    configure(
+        world,
+        a,
+        master,
+        fake,
+        max_output_tokens=100,
+        task_budgets={"decision_record": 250},
+    )
     assert ask(world, a, master, task="decision_record").text
     with pytest.raises(AppError) as err:
         ask(world, a, master, task="decision_record")
@@ -213,7 +316,9 @@ def test_task_budget(world, two, master, fake):
 
 def test_a_daily_budget_cannot_pass_the_plans_monthly_quota(world, two, master, fake):
     a, b = two
-    world.admin.execute("update cajex.plans set ai_monthly_tokens = 300 where code = 'pro'")
+    world.admin.execute(
+        "update cajex.plans set ai_monthly_tokens = 300 where code = 'pro'"
+    )
     configure(world, a, master, fake, budget_tokens=100000, budget_period="day")
     configure(world, b, master, fake, budget_tokens=100000, budget_period="month")
     # Each call reserves 188 and uses 65: two fit the plan's 300, a third does not.
@@ -222,10 +327,19 @@ def test_a_daily_budget_cannot_pass_the_plans_monthly_quota(world, two, master, 
         ask(world, a, master)
     assert err.value.code == "quota_exceeded" and "month" in err.value.message
     scopes = {r["scope"]: r for r in counters(world, a)}
-    assert scopes["plan"]["used_tokens"] == 130 and scopes["plan"]["notified_at"] is not None
+    assert (
+        scopes["plan"]["used_tokens"] == 130
+        and scopes["plan"]["notified_at"] is not None
+    )
     assert scopes["all"]["used_tokens"] == 130 and scopes["all"]["notified_at"] is None
-    assert world.admin.execute("select count(*) as n from cajex.outbox where workspace_id = %s"
-                               " and kind = 'email.send'", (a.id,)).fetchone()["n"] == 1
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.outbox where workspace_id = %s"
+            " and kind = 'email.send'",
+            (a.id,),
+        ).fetchone()["n"]
+        == 1
+    )
     # A monthly budget is capped by the same quota.
     with world.as_user(b.owner, b) as (conn, _):
         assert ai_settings.status(conn)["budget_tokens"] == 300
@@ -250,15 +364,25 @@ def test_member_cannot_change_settings_and_admin_can(world, two, master, fake):
             ai_settings.save(conn, master, a.id, {"enabled": False})
     assert err.value.sqlstate == "CXFBD"
     with world.as_user(admin, a) as (conn, _):
-        assert ai_settings.save(conn, master, a.id, {"model": "claude-other"})["model"] == "claude-other"
+        assert (
+            ai_settings.save(conn, master, a.id, {"model": "claude-other"})["model"]
+            == "claude-other"
+        )
 
 
 def test_settings_validation_writes_nothing(world, two, master, fake):
     a, _ = two
     configure(world, a, master, fake)
-    for bad in ({"provider": "skynet"}, {"budget_period": "week"}, {"budget_tokens": -1},
-                {"model": "bad model"}, {"base_url": "ftp://x"}, {"colour": "red"},
-                {"task_budgets": {"Bad Task": 1}}, {"provider": "openai_compatible", "base_url": None}):
+    for bad in (
+        {"provider": "skynet"},
+        {"budget_period": "week"},
+        {"budget_tokens": -1},
+        {"model": "bad model"},
+        {"base_url": "ftp://x"},
+        {"colour": "red"},
+        {"task_budgets": {"Bad Task": 1}},
+        {"provider": "openai_compatible", "base_url": None},
+    ):
         with pytest.raises(psycopg.Error) as err:
             change(world, a, master, **bad)
         assert err.value.sqlstate == "CXINV", bad
@@ -278,8 +402,9 @@ def test_settings_show_only_the_last_four(world, two, master, fake):
     shown = configure(world, a, master, fake)
     assert shown["api_key_last4"] == "…LAST" and "api_key" not in shown
     assert KEY not in repr(shown)
-    raw = world.admin.execute("select api_key from cajex.ai_settings where workspace_id = %s",
-                              (a.id,)).fetchone()["api_key"]
+    raw = world.admin.execute(
+        "select api_key from cajex.ai_settings where workspace_id = %s", (a.id,)
+    ).fetchone()["api_key"]
     assert KEY.encode() not in bytes(raw)
 
 
@@ -299,16 +424,24 @@ def test_key_rotations_keep_the_provider_key_usable(world, two, master, fake):
     assert err.value.code == "ai_not_configured"
 
 
-def test_destroyed_keys_leave_the_stored_provider_key_unreadable(world, two, master, fake):
+def test_destroyed_keys_leave_the_stored_provider_key_unreadable(
+    world, two, master, fake
+):
     a, _ = two
     configure(world, a, master, fake)
-    world.admin.execute("update cajex.workspaces set status = 'deleted', deleted_at = now(),"
-                        " purge_after = now() - interval '1 day' where id = %s", (a.id,))
+    world.admin.execute(
+        "update cajex.workspaces set status = 'deleted', deleted_at = now(),"
+        " purge_after = now() - interval '1 day' where id = %s",
+        (a.id,),
+    )
     with world.app_connection() as conn:
         assert crypto.destroy_workspace_keys(conn, a.id) == 1
         conn.commit()
-    world.admin.execute("update cajex.workspaces set status = 'active', deleted_at = null,"
-                        " purge_after = null where id = %s", (a.id,))
+    world.admin.execute(
+        "update cajex.workspaces set status = 'active', deleted_at = null,"
+        " purge_after = null where id = %s",
+        (a.id,),
+    )
     with pytest.raises(AppError) as err:
         ask(world, a, master)
     assert err.value.code == "ai_not_configured" and fake.requests == []
@@ -319,19 +452,42 @@ def test_destroyed_keys_leave_the_stored_provider_key_unreadable(world, two, mas
 # -- isolation (SQL) -------------------------------------------------------------
 
 
-def test_another_workspace_sees_no_settings_usage_counters_or_keys(world, two, master, fake):
+def test_another_workspace_sees_no_settings_usage_counters_or_keys(
+    world, two, master, fake
+):
     a, b = two
     configure(world, a, master, fake)
     ask(world, a, master)
     with world.as_user(a.owner, a) as (conn, _):
-        assert conn.execute("select count(*) as n from cajex.ai_settings").fetchone()["n"] == 1
-        assert conn.execute("select count(*) as n from cajex.ai_usage").fetchone()["n"] == 1
-        assert conn.execute("select count(*) as n from cajex.workspace_keys").fetchone()["n"] == 1
+        assert (
+            conn.execute("select count(*) as n from cajex.ai_settings").fetchone()["n"]
+            == 1
+        )
+        assert (
+            conn.execute("select count(*) as n from cajex.ai_usage").fetchone()["n"]
+            == 1
+        )
+        assert (
+            conn.execute("select count(*) as n from cajex.workspace_keys").fetchone()[
+                "n"
+            ]
+            == 1
+        )
     with world.as_user(b.owner, b) as (conn, _):
-        for table in ("cajex.ai_settings", "cajex.ai_usage", "cajex.ai_budget_counters",
-                      "cajex.workspace_keys", "cajex.ai_reservations"):
-            assert conn.execute(f"select count(*) as n from {table}").fetchone()["n"] == 0, table
-        assert conn.execute("select cajex.ai_status() as s").fetchone()["s"]["enabled"] is False
+        for table in (
+            "cajex.ai_settings",
+            "cajex.ai_usage",
+            "cajex.ai_budget_counters",
+            "cajex.workspace_keys",
+            "cajex.ai_reservations",
+        ):
+            assert (
+                conn.execute(f"select count(*) as n from {table}").fetchone()["n"] == 0
+            ), table
+        assert (
+            conn.execute("select cajex.ai_status() as s").fetchone()["s"]["enabled"]
+            is False
+        )
 
 
 def test_members_read_no_settings_or_usage_rows(world, two, master, fake):
@@ -340,19 +496,35 @@ def test_members_read_no_settings_or_usage_rows(world, two, master, fake):
     ask(world, a, master)
     member = world.member(a, role="member")
     with world.as_user(member, a) as (conn, _):
-        assert conn.execute("select count(*) as n from cajex.ai_settings").fetchone()["n"] == 0
-        assert conn.execute("select count(*) as n from cajex.ai_usage").fetchone()["n"] == 0
-        assert conn.execute("select cajex.ai_status() as s").fetchone()["s"]["enabled"] is True
+        assert (
+            conn.execute("select count(*) as n from cajex.ai_settings").fetchone()["n"]
+            == 0
+        )
+        assert (
+            conn.execute("select count(*) as n from cajex.ai_usage").fetchone()["n"]
+            == 0
+        )
+        assert (
+            conn.execute("select cajex.ai_status() as s").fetchone()["s"]["enabled"]
+            is True
+        )
 
 
 def test_settling_another_workspaces_reservation_does_nothing(world, two, master, fake):
     a, b = two
     configure(world, a, master, fake)
     with world.as_user(a.owner, a) as (conn, _):
-        res = conn.execute("select * from cajex_private.ai_reserve('project_summary', 10)").fetchone()
+        res = conn.execute(
+            "select * from cajex_private.ai_reserve('project_summary', 10)"
+        ).fetchone()
     with world.as_user(b.owner, b) as (conn, _):
-        assert conn.execute("select * from cajex_private.ai_settle(%s, 'm', 0, 0, true)",
-                            (res["reservation_id"],)).fetchone() is None
+        assert (
+            conn.execute(
+                "select * from cajex_private.ai_settle(%s, 'm', 0, 0, true)",
+                (res["reservation_id"],),
+            ).fetchone()
+            is None
+        )
     [row] = counters(world, a)
     assert row["reserved_tokens"] == res["reserved_tokens"]
 
@@ -371,10 +543,14 @@ def test_50_parallel_requests_against_a_budget_for_10(world, master):
     ws = world.workspace(plan="pro")
     # The provider reports exactly what each call reserved (estimated input
     # plus the 100-token answer limit), so the budget holds exactly 10 calls.
-    est_in = gw.estimate_input_tokens("You are a concise assistant.", "Summarise: a project")
+    est_in = gw.estimate_input_tokens(
+        "You are a concise assistant.", "Summarise: a project"
+    )
     per_call = est_in + 100
     with FakeProvider(api_key=KEY, input_tokens=est_in, output_tokens=100) as fake:
-        configure(world, ws, master, fake, budget_tokens=per_call * 10, max_output_tokens=100)
+        configure(
+            world, ws, master, fake, budget_tokens=per_call * 10, max_output_tokens=100
+        )
         barrier = threading.Barrier(50)
         outcomes: list = []
         lock = threading.Lock()
@@ -409,8 +585,14 @@ def test_50_parallel_requests_against_a_budget_for_10(world, master):
     recorded = sum(u["input_tokens"] + u["output_tokens"] for u in usage(world, ws))
     assert recorded == row["used_tokens"] <= per_call * 10
     # Admins were told once, however many calls were refused.
-    assert world.admin.execute("select count(*) as n from cajex.outbox where workspace_id = %s"
-                               " and kind = 'email.send'", (ws.id,)).fetchone()["n"] == 1
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.outbox where workspace_id = %s"
+            " and kind = 'email.send'",
+            (ws.id,),
+        ).fetchone()["n"]
+        == 1
+    )
 
 
 def test_concurrent_first_calls_of_a_period_are_all_reserved(world, master, fake):
@@ -427,7 +609,8 @@ def test_concurrent_first_calls_of_a_period_are_all_reserved(world, master, fake
             barrier.wait()
             with world.as_user(ws.owner, ws, conn=conn):
                 row = conn.execute(
-                    "select status from cajex_private.ai_reserve('project_summary', 10)").fetchone()
+                    "select status from cajex_private.ai_reserve('project_summary', 10)"
+                ).fetchone()
         finally:
             conn.close()
         with lock:
@@ -441,3 +624,82 @@ def test_concurrent_first_calls_of_a_period_are_all_reserved(world, master, fake
     assert statuses == ["ok"] * 20
     [row] = counters(world, ws)
     assert row["reserved_tokens"] == 20 * 110 and row["notified_at"] is None
+
+
+# -- the keys command ------------------------------------------------------------------
+
+
+def test_keys_command_rotates_data_and_master_keys_and_the_gateway_still_reads(
+    world, two, fake, db_urls, settings, monkeypatch
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from cajex import cli as cli_module
+
+    if "keys" not in cli_module.cli.commands:
+        cli_module._register_areas()
+    a, b = two
+    old_hex, new_hex = os.urandom(32).hex(), os.urandom(32).hex()
+    old = crypto.Keyring(crypto.LocalMasterKey(bytes.fromhex(old_hex)))
+    configure(world, a, old, fake)
+    configure(world, b, old, fake)
+    monkeypatch.setenv("CAJEX_CONTEXT_SECRET", settings.context_secret)
+    monkeypatch.setenv("CAJEX_MASTER_KEY", old_hex)
+    monkeypatch.delenv("CAJEX_OLD_MASTER_KEYS", raising=False)
+    run = CliRunner().invoke
+    out = run(
+        cli_module.cli,
+        [
+            "keys",
+            "rotate-workspace",
+            "--workspace",
+            a.slug,
+            "--database-url",
+            db_urls["app"],
+            "--database-admin-url",
+            db_urls["admin"],
+        ],
+    )
+    assert out.exit_code == 0, out.output
+
+    def result(output):  # the JSON line (log lines may precede it)
+        return json.loads(output.strip().splitlines()[-1])
+
+    assert result(out.output) == {"version": 2, "reencrypted": 1, "resumed": False}
+    missing = run(
+        cli_module.cli,
+        [
+            "keys",
+            "rotate-workspace",
+            "--workspace",
+            str(uuid.uuid4()),
+            "--database-url",
+            db_urls["app"],
+        ],
+    )
+    assert missing.exit_code != 0 and "no active workspace" in missing.output
+    # A new master key: without the old one the data keys cannot be re-wrapped.
+    monkeypatch.setenv("CAJEX_MASTER_KEY", new_hex)
+    refused = run(
+        cli_module.cli,
+        ["keys", "rotate-master", "--database-admin-url", db_urls["admin"]],
+    )
+    assert refused.exit_code != 0 and "CAJEX_OLD_MASTER_KEYS" in refused.output
+    monkeypatch.setenv("CAJEX_OLD_MASTER_KEYS", old_hex)
+    first = run(
+        cli_module.cli,
+        ["keys", "rotate-master", "--database-admin-url", db_urls["admin"]],
+    )
+    assert first.exit_code == 0, first.output
+    assert result(first.output)["rewrapped"] == 3
+    again = run(
+        cli_module.cli,
+        ["keys", "rotate-master", "--database-admin-url", db_urls["admin"]],
+    )
+    assert result(again.output)["rewrapped"] == 0
+    new = crypto.Keyring(crypto.LocalMasterKey(bytes.fromhex(new_hex)))
+    assert ask(world, a, new).text and ask(world, b, new).text
+    for text in (out.output, first.output):
+        assert KEY not in text and old_hex not in text and new_hex not in text

@@ -28,9 +28,17 @@ def two(world):
 
 
 def configure(client, ws, fake, **changes):
-    body = {"enabled": True, "provider": "anthropic", "model": "claude-test", "base_url": fake.url,
-            "budget_tokens": 100000, "max_output_tokens": 100, "timeout_seconds": 5,
-            "api_key": KEY, **changes}
+    body = {
+        "enabled": True,
+        "provider": "anthropic",
+        "model": "claude-test",
+        "base_url": fake.url,
+        "budget_tokens": 100000,
+        "max_output_tokens": 100,
+        "timeout_seconds": 5,
+        "api_key": KEY,
+        **changes,
+    }
     resp = client.patch(f"/w/{ws.slug}/api/v1/ai/settings", json=body)
     assert resp.status_code == 200, resp.get_json()
     return resp
@@ -40,61 +48,110 @@ def project(world, ws, name="Payments platform"):
     with world.as_user(ws.owner, ws) as (conn, _):
         return conn.execute(
             "select id from cajex.create_project(%s, %s, %s, 'active')",
-            (name, "Move card payments to the new ledger.", ["payments", "ledger"])).fetchone()["id"]
+            (name, "Move card payments to the new ledger.", ["payments", "ledger"]),
+        ).fetchone()["id"]
 
 
 def draft(client, ws, pid, kind="summary"):
-    return client.post(f"/w/{ws.slug}/api/v1/projects/{pid}/ai-drafts", json={"kind": kind})
+    return client.post(
+        f"/w/{ws.slug}/api/v1/projects/{pid}/ai-drafts", json={"kind": kind}
+    )
 
 
 # -- settings ------------------------------------------------------------------
 
 
-def test_admin_can_set_up_ai_and_sees_only_the_last_four(world, two, signed_in, fake, csrf_headers):
+def test_admin_can_set_up_ai_and_sees_only_the_last_four(
+    world, two, signed_in, fake, csrf_headers
+):
     a, _ = two
     admin = world.member(a, role="admin")
     client = signed_in(admin)
     saved = configure(client, a, fake).get_json()
-    assert saved["settings"]["api_key_last4"] == "…TAIL" and saved["settings"]["api_key_set"]
+    assert (
+        saved["settings"]["api_key_last4"] == "…TAIL"
+        and saved["settings"]["api_key_set"]
+    )
     assert KEY not in configure(client, a, fake).get_data(as_text=True)
     page = client.get(f"/w/{a.slug}/settings/ai")
     assert page.status_code == 200
     body = page.get_data(as_text=True)
     assert "…TAIL" in body and KEY not in body and "claude-test" in body
     # The form saves too; an empty key field keeps the key.
-    form = {"csrf_token": "test-csrf-token", "enabled": "on", "provider": "openai_compatible",
-            "model": "local-llm", "base_url": fake.url + "/v1", "budget_tokens": "5000",
-            "budget_period": "day", "max_output_tokens": "200", "timeout_seconds": "10",
-            "task_budget_decision_record": "900", "api_key": ""}
+    form = {
+        "csrf_token": "test-csrf-token",
+        "enabled": "on",
+        "provider": "openai_compatible",
+        "model": "local-llm",
+        "base_url": fake.url + "/v1",
+        "budget_tokens": "5000",
+        "budget_period": "day",
+        "max_output_tokens": "200",
+        "timeout_seconds": "10",
+        "task_budget_decision_record": "900",
+        "api_key": "",
+    }
     saved_page = client.post(f"/w/{a.slug}/settings/ai", data=form)
-    assert saved_page.status_code == 200 and "Saved." in saved_page.get_data(as_text=True)
+    assert saved_page.status_code == 200 and "Saved." in saved_page.get_data(
+        as_text=True
+    )
     settings = client.get(f"/w/{a.slug}/api/v1/ai/settings").get_json()["settings"]
     assert (settings["provider"], settings["model"], settings["budget_period"]) == (
-        "openai_compatible", "local-llm", "day")
-    assert settings["task_budgets"] == {"decision_record": 900} and settings["api_key_set"]
+        "openai_compatible",
+        "local-llm",
+        "day",
+    )
+    assert (
+        settings["task_budgets"] == {"decision_record": 900} and settings["api_key_set"]
+    )
 
 
-def test_another_workspaces_admin_cannot_reach_or_see_ai_settings(world, two, signed_in, fake):
+def test_another_workspaces_admin_cannot_reach_or_see_ai_settings(
+    world, two, signed_in, fake
+):
     a, b = two
     configure(signed_in(a.owner), a, fake)
     other = signed_in(b.owner)
-    for path in ("/settings/ai", "/api/v1/ai/settings", "/api/v1/ai/status", "/api/v1/ai/usage"):
+    for path in (
+        "/settings/ai",
+        "/api/v1/ai/settings",
+        "/api/v1/ai/status",
+        "/api/v1/ai/usage",
+    ):
         assert other.get(f"/w/{a.slug}{path}").status_code == 404, path
-    assert other.patch(f"/w/{a.slug}/api/v1/ai/settings", json={"enabled": False}).status_code == 404
+    assert (
+        other.patch(
+            f"/w/{a.slug}/api/v1/ai/settings", json={"enabled": False}
+        ).status_code
+        == 404
+    )
     own = other.get(f"/w/{b.slug}/api/v1/ai/settings").get_json()
-    assert own["settings"]["api_key_set"] is False and own["settings"]["api_key_last4"] is None
+    assert (
+        own["settings"]["api_key_set"] is False
+        and own["settings"]["api_key_last4"] is None
+    )
     assert own["status"]["enabled"] is False
     with world.as_user(a.owner, a) as (conn, _):
-        assert conn.execute("select enabled from cajex.ai_settings").fetchone()["enabled"] is True
+        assert (
+            conn.execute("select enabled from cajex.ai_settings").fetchone()["enabled"]
+            is True
+        )
 
 
-def test_members_cannot_open_the_settings_but_read_the_status(world, two, signed_in, fake):
+def test_members_cannot_open_the_settings_but_read_the_status(
+    world, two, signed_in, fake
+):
     a, _ = two
     configure(signed_in(a.owner), a, fake)
     member = signed_in(world.member(a, role="member"))
     assert member.get(f"/w/{a.slug}/settings/ai").status_code == 403
-    refused = member.patch(f"/w/{a.slug}/api/v1/ai/settings", json={"budget_tokens": 10**9})
-    assert (refused.status_code, refused.get_json()["error"]["code"]) == (403, "forbidden")
+    refused = member.patch(
+        f"/w/{a.slug}/api/v1/ai/settings", json={"budget_tokens": 10**9}
+    )
+    assert (refused.status_code, refused.get_json()["error"]["code"]) == (
+        403,
+        "forbidden",
+    )
     assert member.get(f"/w/{a.slug}/api/v1/ai/usage").status_code == 403
     status = member.get(f"/w/{a.slug}/api/v1/ai/status").get_json()["status"]
     assert status["enabled"] is True and "api_key" not in status
@@ -104,17 +161,34 @@ def test_bad_settings_answer_422_and_never_echo_the_key(world, two, signed_in, f
     a, _ = two
     client = signed_in(a.owner)
     configure(client, a, fake)
-    bad = client.patch(f"/w/{a.slug}/api/v1/ai/settings", json={"api_key": "has space " + KEY})
+    bad = client.patch(
+        f"/w/{a.slug}/api/v1/ai/settings", json={"api_key": "has space " + KEY}
+    )
     assert (bad.status_code, bad.get_json()["error"]["field"]) == (422, "api_key")
     assert KEY not in bad.get_data(as_text=True)
     wrong = client.patch(f"/w/{a.slug}/api/v1/ai/settings", json={"provider": "skynet"})
     assert (wrong.status_code, wrong.get_json()["error"]["code"]) == (422, "invalid")
     unknown = client.patch(f"/w/{a.slug}/api/v1/ai/settings", json={"colour": "red"})
-    assert (unknown.status_code, unknown.get_json()["error"]["code"]) == (400, "unknown_field")
-    form = client.post(f"/w/{a.slug}/settings/ai", data={
-        "csrf_token": "test-csrf-token", "provider": "anthropic", "model": "m", "budget_tokens": "lots",
-        "budget_period": "month", "max_output_tokens": "100", "timeout_seconds": "5"})
-    assert form.status_code == 422 and "budget tokens is a whole number" in form.get_data(as_text=True)
+    assert (unknown.status_code, unknown.get_json()["error"]["code"]) == (
+        400,
+        "unknown_field",
+    )
+    form = client.post(
+        f"/w/{a.slug}/settings/ai",
+        data={
+            "csrf_token": "test-csrf-token",
+            "provider": "anthropic",
+            "model": "m",
+            "budget_tokens": "lots",
+            "budget_period": "month",
+            "max_output_tokens": "100",
+            "timeout_seconds": "5",
+        },
+    )
+    assert (
+        form.status_code == 422
+        and "budget tokens is a whole number" in form.get_data(as_text=True)
+    )
 
 
 # -- drafts ------------------------------------------------------------------------
@@ -131,14 +205,23 @@ def test_member_drafts_a_summary_and_sees_its_token_cost(world, two, signed_in, 
     assert body["text"] == "A short drafted summary." and body["total_tokens"] == 65
     sent = fake.requests[-1]
     assert sent["key"] == KEY and sent["max_tokens"] == 100
-    page = member.post(f"/w/{a.slug}/projects/{pid}/ai",
-                       data={"csrf_token": "test-csrf-token", "kind": "decision_record"})
+    page = member.post(
+        f"/w/{a.slug}/projects/{pid}/ai",
+        data={"csrf_token": "test-csrf-token", "kind": "decision_record"},
+    )
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "Token cost: 65 tokens (40 in, 25 out)" in html
-    assert member.get(f"/w/{a.slug}/projects").get_data(as_text=True).count("Draft summary") == 1
+    assert (
+        member.get(f"/w/{a.slug}/projects")
+        .get_data(as_text=True)
+        .count("Draft summary")
+        == 1
+    )
     usage = signed_in(a.owner).get(f"/w/{a.slug}/api/v1/ai/usage").get_json()["usage"]
     assert sorted((u["task"], u["requests"]) for u in usage) == [
-        ("decision_record", 1), ("project_summary", 1)]
+        ("decision_record", 1),
+        ("project_summary", 1),
+    ]
 
 
 def test_cannot_draft_another_workspaces_project(world, two, signed_in, fake):
@@ -154,7 +237,10 @@ def test_cannot_draft_another_workspaces_project(world, two, signed_in, fake):
     assert draft(other, a, theirs).status_code == 404
     assert other.get(f"/w/{a.slug}/projects/{theirs}/ai").status_code == 404
     assert fake.requests == []
-    assert world.admin.execute("select count(*) as n from cajex.ai_usage").fetchone()["n"] == 0
+    assert (
+        world.admin.execute("select count(*) as n from cajex.ai_usage").fetchone()["n"]
+        == 0
+    )
 
 
 def test_viewer_cannot_draft(world, two, signed_in, fake):
@@ -164,16 +250,25 @@ def test_viewer_cannot_draft(world, two, signed_in, fake):
     viewer = signed_in(world.member(a, role="viewer"))
     assert viewer.get(f"/w/{a.slug}/projects/{pid}/ai").status_code == 403
     refused = draft(viewer, a, pid)
-    assert (refused.status_code, refused.get_json()["error"]["code"]) == (403, "forbidden")
+    assert (refused.status_code, refused.get_json()["error"]["code"]) == (
+        403,
+        "forbidden",
+    )
     assert fake.requests == []
 
 
 def test_with_ai_off_drafts_refuse_no_key_is_read_and_the_rest_works(
-        world, two, signed_in, fake, monkeypatch, csrf_headers):
+    world, two, signed_in, fake, monkeypatch, csrf_headers
+):
     a, _ = two
     owner = signed_in(a.owner)
     configure(owner, a, fake)
-    assert owner.patch(f"/w/{a.slug}/api/v1/ai/settings", json={"enabled": False}).status_code == 200
+    assert (
+        owner.patch(
+            f"/w/{a.slug}/api/v1/ai/settings", json={"enabled": False}
+        ).status_code
+        == 200
+    )
     pid = project(world, a)
 
     def no_decrypt(*args, **kwargs):
@@ -184,8 +279,10 @@ def test_with_ai_off_drafts_refuse_no_key_is_read_and_the_rest_works(
     monkeypatch.setattr(crypto.Keyring, "unwrap", no_decrypt)
     refused = draft(owner, a, pid)
     assert (refused.status_code, refused.get_json()["error"]["code"]) == (409, "ai_off")
-    page = owner.post(f"/w/{a.slug}/projects/{pid}/ai", data={"csrf_token": "test-csrf-token",
-                                                              "kind": "summary"})
+    page = owner.post(
+        f"/w/{a.slug}/projects/{pid}/ai",
+        data={"csrf_token": "test-csrf-token", "kind": "summary"},
+    )
     assert page.status_code == 409 and "switched off" in page.get_data(as_text=True)
     # Everything else goes on: projects, their API, the settings page.
     assert owner.get(f"/w/{a.slug}/projects").status_code == 200
@@ -195,11 +292,15 @@ def test_with_ai_off_drafts_refuse_no_key_is_read_and_the_rest_works(
     assert fake.requests == []
 
 
-def test_a_spent_budget_pauses_with_a_clear_message_and_others_continue(world, two, signed_in, fake):
+def test_a_spent_budget_pauses_with_a_clear_message_and_others_continue(
+    world, two, signed_in, fake
+):
     a, b = two
     pa, pb = project(world, a), project(world, b)
     with world.as_user(a.owner, a) as (conn, _):
-        facts = conn.execute("select name, description, tags, status from cajex.projects").fetchone()
+        facts = conn.execute(
+            "select name, description, tags, status from cajex.projects"
+        ).fetchone()
     # One draft reserves its estimated input plus the 100-token answer limit
     # and uses 65 (the provider's usage), so this budget holds exactly one.
     reserve = gw.estimate_input_tokens(*drafts.prompt_for("summary", facts)) + 100
@@ -215,13 +316,22 @@ def test_a_spent_budget_pauses_with_a_clear_message_and_others_continue(world, t
     assert "AI is paused in this workspace" in page
     assert draft(signed_in(b.owner), b, pb).status_code == 201
     # Raising the budget resumes at once.
-    assert client.patch(f"/w/{a.slug}/api/v1/ai/settings", json={"budget_tokens": 100000}).status_code == 200
+    assert (
+        client.patch(
+            f"/w/{a.slug}/api/v1/ai/settings", json={"budget_tokens": 100000}
+        ).status_code
+        == 200
+    )
     assert draft(client, a, pa).status_code == 201
 
 
-@pytest.mark.parametrize("model, status, code", [("fail-500", 502, "ai_provider_error"),
-                                                 ("slow-3", 504, "ai_timeout")])
-def test_provider_failures_are_clear_errors_over_http(world, two, signed_in, fake, model, status, code):
+@pytest.mark.parametrize(
+    "model, status, code",
+    [("fail-500", 502, "ai_provider_error"), ("slow-3", 504, "ai_timeout")],
+)
+def test_provider_failures_are_clear_errors_over_http(
+    world, two, signed_in, fake, model, status, code
+):
     a, _ = two
     client = signed_in(a.owner)
     configure(client, a, fake, model=model, timeout_seconds=1)

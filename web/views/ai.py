@@ -38,17 +38,34 @@ PROVIDERS = {
 
 #: What PATCH /api/v1/ai/settings accepts: the SQL function's fields and the key.
 API_FIELDS = {
-    "enabled", "provider", "model", "base_url", "budget_tokens", "budget_period",
-    "task_budgets", "max_output_tokens", "timeout_seconds", "clear_api_key", "api_key",
+    "enabled",
+    "provider",
+    "model",
+    "base_url",
+    "budget_tokens",
+    "budget_period",
+    "task_budgets",
+    "max_output_tokens",
+    "timeout_seconds",
+    "clear_api_key",
+    "api_key",
 }
 
 # A provider key is one printable token: nothing that could smuggle a header.
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]{8,2000}$")
 
 DEFAULTS = {
-    "enabled": False, "provider": "anthropic", "model": "claude-sonnet-4-5", "base_url": None,
-    "budget_tokens": 200000, "budget_period": "month", "task_budgets": {},
-    "max_output_tokens": 1024, "timeout_seconds": 60, "api_key_last4": None, "api_key_set": False,
+    "enabled": False,
+    "provider": "anthropic",
+    "model": "claude-sonnet-4-5",
+    "base_url": None,
+    "budget_tokens": 200000,
+    "budget_period": "month",
+    "task_budgets": {},
+    "max_output_tokens": 1024,
+    "timeout_seconds": 60,
+    "api_key_last4": None,
+    "api_key_set": False,
     "updated_at": None,
 }
 
@@ -76,7 +93,11 @@ def request_tx():
     called and no transaction stays open across the call. The view's own
     transaction (g.db) only read the project by then.
     """
-    token, slug, workspace_id = auth.user_token(), g.workspace.workspace_slug, g.workspace.workspace_id
+    token, slug, workspace_id = (
+        auth.user_token(),
+        g.workspace.workspace_slug,
+        g.workspace.workspace_id,
+    )
 
     @contextlib.contextmanager
     def tx():
@@ -109,7 +130,9 @@ def _usage_json(rows: list[dict]) -> list[dict]:
 
 
 def _status_json(status: dict) -> dict:
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in status.items()}
+    return {
+        k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in status.items()
+    }
 
 
 # -- writing -------------------------------------------------------------------
@@ -118,7 +141,9 @@ def _status_json(status: dict) -> dict:
 def _whole(raw, field: str) -> int:
     text = str(raw if raw is not None else "").strip().replace("_", "")
     if not text.isdigit():
-        raise AppError(422, "invalid", f"{field.replace('_', ' ')} is a whole number", field)
+        raise AppError(
+            422, "invalid", f"{field.replace('_', ' ')} is a whole number", field
+        )
     return int(text)
 
 
@@ -127,8 +152,12 @@ def _check_key(api_key) -> str | None:
         return None
     if not isinstance(api_key, str) or not _KEY_SHAPE.match(api_key.strip()):
         # Never echo the value: it may be a real key pasted wrongly.
-        raise AppError(422, "invalid", "the API key is 8 to 2000 printable characters without spaces",
-                       "api_key")
+        raise AppError(
+            422,
+            "invalid",
+            "the API key is 8 to 2000 printable characters without spaces",
+            "api_key",
+        )
     return api_key.strip()
 
 
@@ -145,8 +174,11 @@ def _form_changes(form, current: dict) -> tuple[dict, str | None]:
         changes[name] = _whole(form.get(name), name)
     # The form edits the budgets of the product's tasks; others (set through
     # the API) are kept.
-    task_budgets = {k: v for k, v in (current.get("task_budgets") or {}).items()
-                    if k not in drafts.TASKS}
+    task_budgets = {
+        k: v
+        for k, v in (current.get("task_budgets") or {}).items()
+        if k not in drafts.TASKS
+    }
     for task in drafts.TASKS:
         raw = (form.get(f"task_budget_{task}") or "").strip()
         if raw:
@@ -159,13 +191,17 @@ def _form_changes(form, current: dict) -> tuple[dict, str | None]:
 
 def _save(changes: dict, api_key: str | None) -> dict:
     master = crypto.master_key_from_settings(settings()) if api_key else None
-    return ai_settings.save(g.db, master, g.workspace.workspace_id, changes, api_key=api_key)
+    return ai_settings.save(
+        g.db, master, g.workspace.workspace_id, changes, api_key=api_key
+    )
 
 
 # -- the page --------------------------------------------------------------------
 
 
-def _page(message: str | None = None, error: AppError | None = None, form: dict | None = None):
+def _page(
+    message: str | None = None, error: AppError | None = None, form: dict | None = None
+):
     status = ai_settings.status(g.db)
     current = _current()
     return render_template(
@@ -209,13 +245,23 @@ def settings_save():
 def _redisplay(form, current: dict) -> dict:
     """What the person typed (never the key), to show again beside the error."""
     shown = dict(current)
-    for name in ("provider", "model", "base_url", "budget_period", "budget_tokens",
-                 "max_output_tokens", "timeout_seconds"):
+    for name in (
+        "provider",
+        "model",
+        "base_url",
+        "budget_period",
+        "budget_tokens",
+        "max_output_tokens",
+        "timeout_seconds",
+    ):
         if name in form:
             shown[name] = form.get(name)
     shown["enabled"] = form.get("enabled") == "on"
-    shown["task_budgets"] = {t: form.get(f"task_budget_{t}") for t in drafts.TASKS
-                             if form.get(f"task_budget_{t}")}
+    shown["task_budgets"] = {
+        t: form.get(f"task_budget_{t}")
+        for t in drafts.TASKS
+        if form.get(f"task_budget_{t}")
+    }
     return shown
 
 
@@ -250,5 +296,7 @@ def api_usage():
         raise AppError(403, "forbidden", "your role may not read the AI usage")
     days = request.args.get("days", "31")
     if not days.isdigit() or not 1 <= int(days) <= 400:
-        raise AppError(400, "invalid_days", "days is a whole number from 1 to 400", "days")
+        raise AppError(
+            400, "invalid_days", "days is a whole number from 1 to 400", "days"
+        )
     return jsonify(usage=_usage_json(_usage(int(days))))

@@ -23,7 +23,8 @@ bp = Blueprint("ai_drafts", __name__, url_prefix="/w/<slug>")
 def _project(project_id: str) -> dict:
     pid = parse_uuid(project_id, "project id")
     row = g.db.execute(
-        "select id, name, description, tags, status from cajex.projects where id = %s", (pid,)
+        "select id, name, description, tags, status from cajex.projects where id = %s",
+        (pid,),
     ).fetchone()
     if row is None:
         raise AppError(404, "not_found", "project not found")
@@ -37,7 +38,9 @@ def _kind(value) -> str:
 
 
 def _draft(project: dict, kind: str):
-    return drafts.draft(gateway(), request_tx(), g.workspace.workspace_id, kind, project)
+    return drafts.draft(
+        gateway(), request_tx(), g.workspace.workspace_id, kind, project
+    )
 
 
 def _page(project, result=None, kind=None, error=None):
@@ -76,5 +79,10 @@ def api_create(project_id):
     data = json_body({"kind"}, {"kind"})
     project = _project(project_id)
     result = _draft(project, _kind(data["kind"]))
-    return jsonify(draft={**result.as_json(), "kind": data["kind"],
-                          "project_id": str(project["id"])}), 201
+    return jsonify(
+        draft={
+            **result.as_json(),
+            "kind": data["kind"],
+            "project_id": str(project["id"]),
+        }
+    ), 201
