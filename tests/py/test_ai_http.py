@@ -340,3 +340,21 @@ def test_provider_failures_are_clear_errors_over_http(
     assert KEY not in resp.get_data(as_text=True)
     status_now = client.get(f"/w/{a.slug}/api/v1/ai/status").get_json()["status"]
     assert status_now["used_tokens"] == 0 and status_now["reserved_tokens"] == 0
+
+
+def test_the_key_never_reaches_a_log_line(world, two, signed_in, fake):
+    """Set up, draft, fail and pause: no log line of the run holds the key or a piece of it."""
+    import os
+    from pathlib import Path
+
+    a, _ = two
+    client = signed_in(a.owner)
+    configure(client, a, fake)
+    pid = project(world, a)
+    assert draft(client, a, pid).status_code == 201
+    configure(client, a, fake, model="fail-401")
+    assert draft(client, a, pid).status_code == 502
+    path = Path(os.environ["CAJEX_LOG_FILE"])
+    text = path.read_text(errors="replace")
+    assert str(a.id) in text  # the run's lines are there
+    assert KEY not in text and KEY[:-4] not in text and "y" * 24 not in text
