@@ -671,3 +671,43 @@ def test_logout_by_sid_alone_ends_that_session(world, client, app, tenants):
     )
     assert r.status_code == 200 and r.json == {"ended": 1}
     assert [x["idp_subject"] for x in live_sessions(world)] == ["ada-1"]
+
+
+def test_admin_adds_oidc_on_the_page_and_a_multi_tenant_issuer_is_explained(
+    world, signed_in, csrf_headers
+):
+    ws = world.workspace(plan="enterprise")
+    page = signed_in(ws.owner)
+    bad = page.post(
+        f"/w/{ws.slug}/settings/sso",
+        headers=csrf_headers,
+        data={
+            "action": "add_oidc",
+            "issuer": "https://login.microsoftonline.com/common/v2.0",
+            "client_id": "x",
+            "client_secret": "y",
+        },
+    )
+    assert bad.status_code == 422 and "multi-tenant" in bad.get_data(as_text=True)
+    count = "select count(*) as n from cajex.sso_connections where workspace_id = %s"
+    assert world.admin.execute(count, (ws.id,)).fetchone()["n"] == 0
+    provider = FakeProvider().start()
+    try:
+        ok = page.post(
+            f"/w/{ws.slug}/settings/sso",
+            headers=csrf_headers,
+            data={
+                "action": "add_oidc",
+                "issuer": provider.issuer + "/.well-known/openid-configuration",
+                "client_id": provider.client_id,
+                "client_secret": provider.client_secret,
+            },
+        )
+    finally:
+        provider.stop()
+    assert ok.status_code == 200, ok.get_data(as_text=True)
+    assert "/backchannel-logout" in ok.get_data(as_text=True)
+    assert world.admin.execute(count, (ws.id,)).fetchone()["n"] == 1
+    other = world.workspace(plan="enterprise")
+    theirs = signed_in(other.owner).get(f"/w/{other.slug}/settings/sso")
+    assert "/backchannel-logout" not in theirs.get_data(as_text=True)
