@@ -8,6 +8,8 @@
 \ir lib/apply_versioned.sql
 \set file schema/0300_scim.sql
 \ir lib/apply_versioned.sql
+\set file schema/0310_scim_folded_names.sql
+\ir lib/apply_versioned.sql
 \set file schema/0400_members.sql
 \ir lib/apply_versioned.sql
 \set file schema/0500_billing.sql
@@ -42,6 +44,10 @@
 \ir lib/apply_repeatable.sql
 \set file functions/400_members.sql
 \ir lib/apply_repeatable.sql
+\set file functions/410_onboarding.sql
+\ir lib/apply_repeatable.sql
+\set file functions/500_billing.sql
+\ir lib/apply_repeatable.sql
 \set file functions/600_crypto.sql
 \ir lib/apply_repeatable.sql
 \set file functions/610_ai.sql
@@ -59,6 +65,8 @@
 \set file policies/300_scim.sql
 \ir lib/apply_repeatable.sql
 \set file policies/400_members.sql
+\ir lib/apply_repeatable.sql
+\set file policies/500_billing.sql
 \ir lib/apply_repeatable.sql
 \set file policies/600_crypto.sql
 \ir lib/apply_repeatable.sql
