@@ -373,11 +373,12 @@ def main() -> None:
         for i, uid in enumerate(user_ids):
             members[group_ids[i % n_groups]].append(uid)
             members[group_ids[(i * 7 + 3) % n_groups]].append(uid)
-        patches = []
+        batches: list[list] = []
         for gid, uids in members.items():
             uids = list(dict.fromkeys(uids))
+            batches.append([])
             for k in range(0, len(uids), 20):
-                patches.append(
+                batches[-1].append(
                     (
                         "PATCH",
                         f"{base}/Groups/{gid}",
@@ -394,6 +395,15 @@ def main() -> None:
                         204,
                     )
                 )
+        # Round-robin over the groups: an IdP works through one group's
+        # members in order, so two PATCHes of one group in flight at once
+        # (waiting on each other's row lock) would measure our ordering.
+        patches = [
+            batch[k]
+            for k in range(max(map(len, batches)))
+            for batch in batches
+            if k < len(batch)
+        ]
         say(f"adding memberships in {len(patches)} PATCH requests")
         memberships = run(port, prov_token, patches, args.clients)
         memberships.pop("bodies")
