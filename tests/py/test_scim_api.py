@@ -857,3 +857,22 @@ def test_settings_page_explains_the_plan_gate_on_other_plans(world, signed_in, c
         f"/scim/v2/{ws.slug}/Users", headers={"Authorization": "Bearer cxscim_x"}
     )
     assert resp.status_code == 401
+
+
+def test_settings_page_revokes_a_token_and_not_another_workspaces(
+    two, world, signed_in, csrf_headers
+):
+    a, b = two
+    revoke = "/w/{}/settings/scim/tokens/{}/revoke"
+    # B's owner names A's token on B's page: not found there, A's token lives.
+    r = signed_in(b.ws.owner).post(
+        revoke.format(b.ws.slug, a.token_id), headers=csrf_headers
+    )
+    assert r.status_code == 404
+    assert a.get("/Users").status_code == 200
+    r = signed_in(a.ws.owner).post(
+        revoke.format(a.ws.slug, a.token_id), headers=csrf_headers
+    )
+    assert r.status_code == 302
+    assert a.get("/Users").status_code == 401
+    assert b.get("/Users").status_code == 200

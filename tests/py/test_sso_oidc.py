@@ -148,7 +148,20 @@ def test_answer_from_another_provider_is_refused(world, client, tenants):
 
 
 @pytest.mark.parametrize(
-    "mode", ["alg_none", "hs256_public", "wrong_audience", "expired", "wrong_nonce"]
+    "mode",
+    [
+        "alg_none",
+        "hs256_public",
+        "wrong_audience",
+        "expired",
+        "wrong_nonce",
+        "wrong_issuer",
+        "future_iat",
+        "no_sub",
+        "azp_other",
+        "two_audiences_no_azp",
+        "no_nonce",
+    ],
 )
 def test_hostile_id_tokens_are_refused(world, client, tenants, mode):
     a, _ = tenants
@@ -166,6 +179,18 @@ def test_hostile_id_tokens_are_refused(world, client, tenants, mode):
                 {**c, "exp": int(time.time()) - 3600, "iat": int(time.time()) - 4000},
                 "key",
             )
+        if mode == "wrong_issuer":
+            return h, {**c, "iss": "https://evil.test"}, "key"
+        if mode == "future_iat":
+            return h, {**c, "iat": int(time.time()) + 3600}, "key"
+        if mode == "no_sub":
+            return h, {k: v for k, v in c.items() if k != "sub"}, "key"
+        if mode == "azp_other":
+            return h, {**c, "azp": "someone-else"}, "key"
+        if mode == "two_audiences_no_azp":
+            return h, {**c, "aud": [c["aud"], "someone-else"]}, "key"
+        if mode == "no_nonce":
+            return h, {k: v for k, v in c.items() if k != "nonce"}, "key"
         return h, {**c, "nonce": "not-the-nonce"}, "key"
 
     a.provider.tamper = tamper
@@ -711,3 +736,24 @@ def test_admin_adds_oidc_on_the_page_and_a_multi_tenant_issuer_is_explained(
     other = world.workspace(plan="enterprise")
     theirs = signed_in(other.owner).get(f"/w/{other.slug}/settings/sso")
     assert "/backchannel-logout" not in theirs.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("defect", ["wrong_state", "no_state", "no_code", "error"])
+def test_hostile_callbacks_are_refused(world, client, tenants, defect):
+    a, _ = tenants
+    callback = a.authorize(client)
+    path, _, query = callback.partition("?")
+    params = dict(urllib.parse.parse_qsl(query))
+    if defect == "wrong_state":
+        params["state"] = "x" * 43
+    elif defect == "no_state":
+        params.pop("state")
+    elif defect == "no_code":
+        params.pop("code")
+    else:
+        params = {"error": "access_denied", "state": params["state"]}
+    with capture_logs() as logs:
+        r = client.get(path + "?" + urllib.parse.urlencode(params))
+    assert r.status_code == 400
+    assert [e for e in logs if e.get("event") == "sso.signin_refused"]
+    assert live_sessions(world) == []
