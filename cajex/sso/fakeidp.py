@@ -336,9 +336,10 @@ class TestIdP:
         )
         return self.sign(xml, "LogoutRequest")
 
-    def logout_response(self, *, destination: str, in_response_to: str,
-                        response_id: str = "_lresp1") -> bytes:
-        now = dt.datetime.now(dt.timezone.utc)
+    def logout_response(
+        self, *, destination: str, in_response_to: str, response_id: str = "_lresp1"
+    ) -> bytes:
+        now = dt.datetime.now(dt.UTC)
         xml = (
             '<samlp:LogoutResponse xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
             'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" '
