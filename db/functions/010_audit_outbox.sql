@@ -11,10 +11,14 @@ create or replace function cajex_private.write_audit(
   p_details jsonb default '{}'
 )
 returns void
-language sql
+-- PL/pgSQL, not SQL: a SQL function with a SET clause is planned again on
+-- every call (and this one expands the context view), while PL/pgSQL keeps
+-- its plan for the session. Every write of the product calls it.
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+begin
   -- One read of the context for all three fields; with no context the
   -- insert fails the policy's check.
   insert into cajex.audit_log (workspace_id, actor_user_id, actor, action, target_type, target_id, details)
@@ -22,6 +26,7 @@ as $$
          p_action, p_target_type, p_target_id, coalesce(p_details, '{}')
   from (select 1) one
   left join cajex_private.context c on true;
+end;
 $$;
 comment on function cajex_private.write_audit(text, text, text, jsonb) is
   'Append an audit event to the context''s workspace. Fails the policy check without a context.';

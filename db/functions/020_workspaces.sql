@@ -146,11 +146,14 @@ comment on function cajex.create_workspace(uuid, text, text, text) is
 
 create or replace function cajex.my_workspaces()
 returns table (workspace_id uuid, slug text, name text, plan text, role text, organisation_id uuid)
-language sql
+-- PL/pgSQL for its cached plan: every page's workspace switcher calls it.
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+begin
+  return query
   select w.id, w.slug, w.name, w.plan, m.role, w.organisation_id
   from cajex.memberships m
   join cajex.workspaces w on w.id = m.workspace_id
@@ -158,6 +161,7 @@ as $$
     and m.status = 'active'
     and w.status = 'active'
   order by w.name, w.slug;
+end;
 $$;
 alter function cajex.my_workspaces() owner to cajex_definer;
 comment on function cajex.my_workspaces() is
@@ -165,14 +169,16 @@ comment on function cajex.my_workspaces() is
 
 create or replace function cajex.seat_count(p_workspace_id uuid)
 returns integer
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+begin
   -- The counter the seat trigger keeps (functions/500): never a recount.
-  select coalesce((select b.seats_used from cajex.workspace_billing b
+  return coalesce((select b.seats_used from cajex.workspace_billing b
                    where b.workspace_id = p_workspace_id), 0);
+end;
 $$;
 alter function cajex.seat_count(uuid) owner to cajex_definer;
 
@@ -243,20 +249,26 @@ $$;
 
 create or replace function cajex.workspace_has_feature(p_feature text)
 returns boolean
-language sql
+-- PL/pgSQL for its cached plan (see cajex_private.write_audit): as a SQL
+-- function with a SET clause it was planned on every call, in milliseconds.
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce((
+declare
+  v_workspace uuid := (select cajex.current_workspace_id());
+begin
+  return coalesce((
     select p_feature = any (p.features)
     from cajex.workspaces w
     join cajex.plans p on p.code = w.plan
-    where w.id = (select cajex.current_workspace_id())), false)
+    where w.id = v_workspace), false)
     -- A workspace limited for non-payment (functions/500) has AI paused.
     and not (p_feature = 'ai' and exists (
       select from cajex.workspace_billing b
-      where b.workspace_id = (select cajex.current_workspace_id()) and b.grace_until <= now()));
+      where b.workspace_id = v_workspace and b.grace_until <= now()));
+end;
 $$;
 
 create or replace function cajex_private.require_feature(p_feature text)
