@@ -34,7 +34,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from cajex import crypto, log
+from cajex import crypto, log, metrics
 from cajex.ai import providers as providers_mod
 from cajex.errors import AppError
 
@@ -175,6 +175,7 @@ class Gateway:
                 "ai.refused", workspace_id=str(workspace_id), task=task, reason=status
             )
             if status == "budget":
+                metrics.QUOTA_PAUSES.inc()
                 raise AppError(429, "quota_exceeded", budget_message(row))
             raise AppError(*_REFUSALS[status])
 

@@ -245,6 +245,9 @@ def test_budget_reached_pauses_notifies_admins_once_and_spares_other_workspaces(
     member = world.member(a, role="member")
     configure(world, a, master, fake, budget_tokens=400, max_output_tokens=100)
     configure(world, b, master, fake, budget_tokens=400, max_output_tokens=100)
+    from cajex import metrics
+
+    pauses_before = metrics.QUOTA_PAUSES._value.get()
     results = []
     for _ in range(5):
         try:
@@ -258,6 +261,8 @@ def test_budget_reached_pauses_notifies_admins_once_and_spares_other_workspaces(
         and refused
         and all(r.code == "quota_exceeded" and r.status == 429 for r in refused)
     )
+    # Operators see each pause on the metrics endpoint.
+    assert metrics.QUOTA_PAUSES._value.get() - pauses_before == len(refused)
     assert "paused" in refused[0].message
     [row] = counters(world, a)
     assert (
