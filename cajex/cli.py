@@ -202,6 +202,11 @@ def _register_areas() -> None:
 
 
 def main() -> None:
+    # Log lines go to stderr as JSON: stdout carries what a command prints
+    # for scripts (the JSON of `cajex demo`, `cajex sso add-oidc`, ...).
+    from cajex import log
+
+    log.configure()
     _register_areas()
     cli()
 
