@@ -189,9 +189,10 @@ def forge(conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws)
         if attacker_ws is not None:
             token = context.service_token(secret, attacker_ws.id, "isolation")
             open_(token.replace(str(attacker_ws.id), str(victim_ws.id)), str(victim_ws.id))
-        open_(
-            context.service_token(secret, victim_ws.id, "isolation")[:-2] + "00", str(victim_ws.id)
-        )
+        good = context.service_token(secret, victim_ws.id, "isolation")
+        # Always a different signature: a fixed "00" would be the genuine one
+        # whenever the real HMAC happened to end in it.
+        open_(good[:-1] + ("0" if good[-1] != "0" else "1"), str(victim_ws.id))
     elif kind == "made_up_settings":
         claims = json.dumps(
             {
