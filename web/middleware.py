@@ -26,6 +26,19 @@ from cajex.errors import AppError
 
 _logger = log.get("cajex.web")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+#: The shape cajex.workspaces.slug allows (db/schema/0001_core.sql).
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,46}[a-z0-9]")
+
+
+def valid_slug(slug: str) -> bool:
+    """Whether `slug` could name a workspace at all.
+
+    Anything else is answered like a workspace that does not exist, before
+    any query: a NUL byte, say, would otherwise reach PostgreSQL (which
+    refuses it in text) and fail the request with a 500.
+    """
+    return _SLUG.fullmatch(slug) is not None
+
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -187,7 +200,7 @@ def workspace_view(permission: str | None = None):
             token = auth.user_token()
             if token is None:
                 return current_app.login_manager.unauthorized()
-            if len(slug) > 64:
+            if not valid_slug(slug):
                 abort(404)
             try:
                 with pool().connection() as conn:

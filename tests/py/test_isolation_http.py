@@ -59,7 +59,9 @@ def fill(rule, slug: str, tenant) -> str:
             continue
         converter = type(rule._converters[name]).__name__
         if converter == "IntegerConverter":
-            values[name] = tenant.outbox_ids[0] if getattr(tenant, "outbox_ids", None) else 1
+            values[name] = (
+                tenant.outbox_ids[0] if getattr(tenant, "outbox_ids", None) else 1
+            )
         elif "workspace" in name:
             values[name] = str(tenant.ws.id)
         elif "user" in name or "member" in name:
@@ -113,12 +115,35 @@ def test_can_read_own_workspace_on_every_route(world, app, signed_in, dataset):
     assert listed.status_code == 200 and a.canary in listed.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    "bad_slug", ["%00", "a%00b", "ab%00", "%C3%A9t%C3%A9", "a" * 65, "-ab", "AB", "a"]
+)
+def test_cannot_name_an_impossible_workspace_on_any_route(
+    world, app, signed_in, dataset, bad_slug
+):
+    """A slug no workspace can have is never a 500 on any GET route, and every
+    route that opens a workspace answers it as it answers an absent workspace."""
+    a = dataset.tenants[0]
+    client = signed_in(a.members["owner"])
+    for rule in workspace_rules(app, {"GET"}):
+        response = client.get(fill(rule, bad_slug, a))
+        assert response.status_code < 500, (rule.rule, response.status_code)
+    for rule in workspace_rules(app, {"GET"}, scoped=True):
+        response = client.get(fill(rule, bad_slug, a))
+        absent = client.get(fill(rule, "no-such-workspace", a))
+        assert response.status_code == absent.status_code == 404, rule.rule
+
+
 @BATTERY
 @given(data=st.data(), role=st.sampled_from(["owner", "admin", "member", "viewer"]))
-def test_cannot_read_another_workspace_on_any_route(world, app, signed_in, dataset, data, role):
+def test_cannot_read_another_workspace_on_any_route(
+    world, app, signed_in, dataset, data, role
+):
     """A member's GET of any /w/ route, aimed at another workspace or its ids, shows none of it."""
     a = dataset.tenants[0]
-    victim = data.draw(st.sampled_from(dataset.tenants[1:] + [dataset.deleted]), label="victim")
+    victim = data.draw(
+        st.sampled_from(dataset.tenants[1:] + [dataset.deleted]), label="victim"
+    )
     rule = data.draw(st.sampled_from(workspace_rules(app, {"GET"})), label="rule")
     client = signed_in(a.members[role])
     hidden = secrets_of(world, victim, a.ws.id)
@@ -167,7 +192,9 @@ def test_cannot_change_another_workspace_on_any_route(
     before = fingerprint(world.admin, tables)
     client = signed_in(mine.members[role])
     for slug in (mine.ws.slug, victim.ws.slug):
-        client.open(fill(rule, slug, victim), method=method, json=body, headers=csrf_headers)
+        client.open(
+            fill(rule, slug, victim), method=method, json=body, headers=csrf_headers
+        )
     after = fingerprint(world.admin, tables)
     assert changed_outside(before, after, {str(mine.ws.id)}) == []
 
@@ -228,7 +255,8 @@ def test_cannot_return_after_session_revocation(world, signed_in):
     assert client.get(url).status_code == 200
     with world.conn.transaction():
         world.conn.execute(
-            "select cajex_private.revoke_sessions(%s, 'test', %s)", (user.id, user.session_id)
+            "select cajex_private.revoke_sessions(%s, 'test', %s)",
+            (user.id, user.session_id),
         )
     assert client.get(url).status_code == 401
 
@@ -254,7 +282,8 @@ def test_cannot_see_a_soft_deleted_workspace_anywhere(world, signed_in):
         )
         assert (
             conn.execute(
-                "select count(*) as n from cajex.projects where workspace_id = %s", (ws.ws.id,)
+                "select count(*) as n from cajex.projects where workspace_id = %s",
+                (ws.ws.id,),
             ).fetchone()["n"]
             == 0
         )

@@ -10,7 +10,13 @@ and changing anything needs `branding.change`, checked again in SQL.
 
 from __future__ import annotations
 
-from cajex.web.middleware import json_body, pool, register_nav, workspace_view
+from cajex.web.middleware import (
+    json_body,
+    pool,
+    register_nav,
+    valid_slug,
+    workspace_view,
+)
 from flask import (
     Blueprint,
     Response,
@@ -56,7 +62,7 @@ def workspace_branding() -> branding.Branding | None:
 def public_branding(slug: str) -> branding.Branding | None:
     """A workspace's branding before anyone signs in (sign-in and invitation
     pages); None for an address that names no active workspace."""
-    if len(slug) > 64:
+    if not valid_slug(slug):
         return None
     with pool().connection() as conn:
         return branding.for_slug(conn, slug)
@@ -67,7 +73,7 @@ def public_branding(slug: str) -> branding.Branding | None:
 
 @bp.get("/branding/logo")
 def logo(slug: str):
-    if len(slug) > 64:
+    if not valid_slug(slug):
         abort(404)
     with pool().connection() as conn:
         row = conn.execute("select * from cajex.public_logo(%s)", (slug,)).fetchone()

@@ -16,6 +16,7 @@ from cajex.web.middleware import (
     pool,
     register_nav,
     user_transaction,
+    valid_slug,
     workspace_view,
 )
 from flask import (
@@ -285,7 +286,7 @@ PENDING_KEY = "pending_invitation"
 
 
 def _preview(slug: str, token: str):
-    if len(slug) > 64 or not members.valid_token(token):
+    if not valid_slug(slug) or not members.valid_token(token):
         return None
     with pool().connection() as conn:
         return conn.execute(
@@ -322,7 +323,7 @@ def join(slug, token):
 
 @bp.post("/join/<token>/accept")
 def accept(slug, token):
-    if not members.valid_token(token) or len(slug) > 64:
+    if not members.valid_token(token) or not valid_slug(slug):
         raise AppError(404, "not_found", "this invitation does not exist")
     if not current_user.is_authenticated:
         session[PENDING_KEY] = {"slug": slug, "token": token}
@@ -343,7 +344,7 @@ def accept(slug, token):
 
 @bp.post("/join/<token>/decline")
 def decline(slug, token):
-    if not members.valid_token(token) or len(slug) > 64:
+    if not members.valid_token(token) or not valid_slug(slug):
         raise AppError(404, "not_found", "this invitation does not exist")
     with pool().connection() as conn:
         conn.execute("select cajex.decline_invitation(%s, %s)", (slug, members.token_hash(token)))

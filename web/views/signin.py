@@ -19,7 +19,7 @@ import time
 
 from cajex.web import auth
 from cajex.web.auth import csrf_exempt
-from cajex.web.middleware import pool, settings
+from cajex.web.middleware import pool, settings, valid_slug
 from flask import (
     Blueprint,
     abort,
@@ -91,7 +91,7 @@ def render_login(allowed: list[str] | None = None, workspace_slug: str | None = 
 
 @bp.get("/w/<slug>/login")
 def workspace_login(slug: str):
-    if len(slug) > 64:
+    if not valid_slug(slug):
         abort(404)
     with pool().connection() as conn:
         allowed = conn.execute(
@@ -106,7 +106,7 @@ def _workspace_allows(method: str) -> None:
     slug = request.values.get("workspace") or ""
     if not slug:
         return
-    if len(slug) > 64:
+    if not valid_slug(slug):
         raise AppError(400, "invalid_workspace", "that workspace address is not valid")
     with pool().connection() as conn:
         allowed = conn.execute(
