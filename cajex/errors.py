@@ -37,6 +37,8 @@ SQLSTATES: dict[str, ErrorCode] = {
     # PostgreSQL's own, for the few a request can reach.
     "23505": ErrorCode(409, "duplicate"),
     "23514": ErrorCode(422, "invalid"),
+    # A NUL character in text or JSON, which PostgreSQL cannot hold.
+    "22P05": ErrorCode(400, "invalid_text"),
     "22P02": ErrorCode(400, "malformed"),
     "22001": ErrorCode(422, "too_long"),
     "40001": ErrorCode(503, "retry"),
@@ -69,6 +71,10 @@ class AppError(Exception):
 def from_database(exc) -> AppError | None:
     """The AppError for a psycopg error, or None when it is not a known one."""
     sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is None and "NUL (0x00)" in str(exc):
+        # psycopg refuses a NUL character in text before anything is sent
+        # (PostgreSQL cannot store one): bad input, and nothing was written.
+        return AppError(400, "invalid_text", "text may not contain NUL characters")
     known = SQLSTATES.get(sqlstate or "")
     if known is None:
         return None
@@ -82,6 +88,7 @@ def from_database(exc) -> AppError | None:
             "invalid": "a value is not allowed",
             "malformed": "a value is malformed",
             "too_long": "a value is too long",
+            "invalid_text": "text may not contain NUL characters",
             "retry": "the database is busy; try again",
             "timeout": "the request took too long; try again",
         }.get(known.code, "the request cannot be done")

@@ -101,6 +101,9 @@ def test_pagination_walks_every_project_once(world, signed_in, two):
         ({"name": "x", "tags": "not-a-list"}, 422, "invalid"),
         ({"name": "x", "status": "finished"}, 422, "invalid"),
         ({"name": "x", "tags": ["<script>"]}, 422, "invalid"),
+        ({"name": "a\u0000b"}, 400, "invalid_text"),
+        ({"name": "x", "description": "\u0000"}, 400, "invalid_text"),
+        ({"name": "x", "tags": ["a\u0000"]}, 400, "invalid_text"),
     ],
 )
 def test_bad_input_gets_a_stable_code_and_writes_nothing(

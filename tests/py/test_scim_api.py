@@ -162,6 +162,15 @@ def test_duplicate_user_name_is_uniqueness_but_fine_in_another_workspace(two):
     b.user("dup@example.com")  # the same person, a second membership
 
 
+def test_a_nul_character_is_invalid_value_and_creates_nothing(two, world):
+    """Text PostgreSQL cannot hold is refused in the SCIM error format, not a 500."""
+    a, _ = two
+    resp = a.post("/Users", {"schemas": [USER], "userName": "nul\u0000@example.com"})
+    assert resp.status_code == 400 and resp.get_json()["scimType"] == "invalidValue"
+    listed = a.get("/Users").get_json()
+    assert listed["totalResults"] == 0
+
+
 def test_filters_pagination_projection_sorting(two):
     a, b = two
     for i in range(5):

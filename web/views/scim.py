@@ -143,6 +143,8 @@ _SQL_ERRORS = {
     "23514": (400, "invalidValue"),
     "22001": (400, "invalidValue"),
     "22P02": (400, "invalidValue"),
+    # A NUL character in text or JSON, which PostgreSQL cannot hold.
+    "22P05": (400, "invalidValue"),
     "CXNFD": (404, None),
     "CXSTL": (412, None),
     "CXOWN": (400, "mutability"),
@@ -174,6 +176,9 @@ def scim_error(err: ScimError) -> Response:
 
 def _from_database(exc: psycopg.Error) -> ScimError:
     sqlstate = getattr(exc, "sqlstate", None) or ""
+    if not sqlstate and "NUL (0x00)" in str(exc):
+        # Refused by psycopg before anything was sent (RFC 7644 section 3.12).
+        return ScimError(400, "text may not contain NUL characters", "invalidValue")
     status, scim_type = _SQL_ERRORS.get(sqlstate, (500, None))
     if status == 500:
         _logger.error("scim.database_error", sqlstate=sqlstate)
