@@ -361,6 +361,27 @@ as $$
   )
 $$;
 
+-- The signed-in user of the context, for functions that act on the
+-- caller's own account (sessions, sign-in methods, onboarding); raises
+-- CXNCX when there is none.
+create or replace function cajex_private.require_user()
+returns uuid
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_user uuid := (select c.user_id from cajex_private.context c);
+begin
+  if v_user is null then
+    raise exception 'sign in first' using errcode = 'CXNCX',
+      hint = 'Open the signed-in user''s context before calling this function.';
+  end if;
+  return v_user;
+end;
+$$;
+
 create or replace function cajex_private.require_permission(p_permission text)
 returns void
 language plpgsql

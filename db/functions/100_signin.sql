@@ -283,11 +283,8 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user uuid := cajex.current_user_id();
+  v_user uuid := cajex_private.require_user();
 begin
-  if v_user is null then
-    raise exception 'sign in first' using errcode = 'CXNCX';
-  end if;
   if not exists (select from cajex.user_identities i where i.id = p_identity_id and i.user_id = v_user) then
     raise exception 'no such sign-in method' using errcode = 'CXNFD', detail = 'identity';
   end if;
@@ -308,11 +305,8 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user uuid := cajex.current_user_id();
+  v_user uuid := cajex_private.require_user();
 begin
-  if v_user is null then
-    raise exception 'sign in first' using errcode = 'CXNCX';
-  end if;
   if not exists (select from cajex.sessions s where s.id = p_session_id and s.user_id = v_user) then
     raise exception 'no such session' using errcode = 'CXNFD', detail = 'session';
   end if;
@@ -329,12 +323,9 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user uuid := cajex.current_user_id();
+  v_user uuid := cajex_private.require_user();
   v_count integer;
 begin
-  if v_user is null then
-    raise exception 'sign in first' using errcode = 'CXNCX';
-  end if;
   select count(*) into v_count from cajex.sessions s where s.user_id = v_user and s.revoked_at is null;
   perform cajex_private.revoke_sessions(v_user, 'sign_out_everywhere', null, null, null);
   return v_count;

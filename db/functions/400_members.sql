@@ -600,11 +600,8 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_user uuid := (select cajex.current_user_id());
+  v_user uuid := cajex_private.require_user();
 begin
-  if v_user is null then
-    raise exception 'sign in first' using errcode = 'CXNCX';
-  end if;
   if p_workspace_id is not null and not exists (
     select from cajex.memberships m
     where m.workspace_id = p_workspace_id and m.user_id = v_user and m.role = 'owner') then

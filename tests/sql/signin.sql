@@ -3,7 +3,7 @@
 -- the idle window; each allow beside a deny from another workspace or user.
 begin;
 \ir helpers/setup.sql
-select plan(43);
+select plan(48);
 
 select tests.workspace('ann@a.test', 'alpha');
 select tests.workspace('bob@b.test', 'bravo');
@@ -157,6 +157,23 @@ select tests.become('mia@a.test');
 select is((select count(*)::int from cajex.user_last_workspaces), 0,
   'another user cannot read it');
 select tests.unbecome();
+
+-- Account functions need a signed-in user -------------------------------------
+
+select tests.become_job('alpha');
+select throws_ok($$ select cajex.remove_identity(gen_random_uuid()) $$, 'CXNCX', null,
+  'a job has no account whose sign-in methods it could remove');
+select throws_ok($$ select cajex.end_my_session(gen_random_uuid()) $$, 'CXNCX', null,
+  'nor a session of its own to end');
+select throws_ok($$ select cajex.end_all_my_sessions() $$, 'CXNCX', null,
+  'nor sessions to end everywhere');
+select throws_ok($$ select cajex.save_onboarding_draft('organisation', '{}') $$, 'CXNCX', null,
+  'nor an onboarding draft');
+select tests.unbecome();
+set local role cajex_app;
+select throws_ok($$ select cajex.end_all_my_sessions() $$, 'CXNCX', null,
+  'and a request without a context is refused the same way');
+reset role;
 
 select * from finish();
 rollback;
