@@ -155,7 +155,7 @@ def in_context(
             # The body may have committed itself (a statement pipelined with
             # its COMMIT, cajex.ai.gateway), so no lock waits a round trip.
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.execute("commit")
+                conn.commit()
     finally:
         if (
             not conn.closed

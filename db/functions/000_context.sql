@@ -46,12 +46,19 @@ with (security_barrier = true)
 as
   select w.workspace_id, s.user_id, s.id as session_id, w.member_role,
          'user'::text as actor, w.workspace_slug
-  from (select string_to_array(current_setting('cajex.context', true), '.') as p) t
+  -- The credential is parsed and hashed once per statement: OFFSET 0 keeps
+  -- this one-row subquery from being flattened into the joins below, where
+  -- the parsing and the hash would run once per candidate row.
+  from (select case when t.p[2] ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                    then t.p[2]::uuid end as session_id,
+               sha256(convert_to(t.p[3], 'UTF8')) as token_hash,
+               current_setting('cajex.workspace', true) as workspace_slug
+        from (select string_to_array(current_setting('cajex.context', true), '.') as p) t
+        where cardinality(t.p) = 3 and t.p[1] = 'v2'
+        offset 0) k
   join cajex.sessions s
-    on cardinality(t.p) = 3 and t.p[1] = 'v2'
-   and s.id = (case when t.p[2] ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                    then t.p[2]::uuid end)
-   and s.token_hash = sha256(convert_to(t.p[3], 'UTF8'))
+    on s.id = k.session_id
+   and s.token_hash = k.token_hash
    and s.revoked_at is null
    and s.idle_expires_at > now()
    and s.absolute_expires_at > now()
@@ -60,7 +67,7 @@ as
     from cajex.workspaces w
     join cajex.memberships m
       on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
-    where w.slug = current_setting('cajex.workspace', true)
+    where w.slug = k.workspace_slug
       and w.status = 'active'
       -- An SSO-enforcing workspace opens only for a session its IdP vouched for.
       and (not w.sso_enforced or s.sso_workspace_id = w.id)
