@@ -9,12 +9,13 @@ query, in its verified context, under RLS) in a loop the whole time.
 (b) the ceiling: one `delete from cajex.workspaces` of the first big
     workspace, cascading to every table in one statement;
 (c) the purge job's code (cajex.retention.purge_workspace) on the second:
-    data keys, then every workspace-owned table in small committed batches,
-    storage objects, tombstone.
+    data keys, then every workspace-owned table in small committed batches
+    (a large workspace's rows in page order), resting after each batch as
+    the job does (--pace), storage objects, tombstone.
 Targets: rows/s of (c) / (b) >= 0.8; the neighbour's p99 during (c) at most
 1.5x its baseline p99.
 
-Usage: python bench/purge.py [--projects 1000000] [--batch 5000]
+Usage: python bench/purge.py [--projects 1000000] [--batch 5000] [--pace 1.0]
 The last line of output is one JSON object with the figures and the targets.
 """
 
@@ -90,6 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=retention.BATCH)
+    parser.add_argument(
+        "--pace", type=float, default=retention.PACE,
+        help="rest after each batch, as a multiple of its time (the job's default)",
+    )
     parser.add_argument("--baseline-seconds", type=float, default=8.0)
     args = parser.parse_args()
 
@@ -137,7 +142,7 @@ def main() -> None:
         prober.phase = "purge"
         started = time.perf_counter()
         summary = retention.purge_workspace(
-            pg.url(user="cajex_app"), None, second, batch=args.batch
+            pg.url(user="cajex_app"), None, second, batch=args.batch, pace=args.pace
         )
         purge_s = time.perf_counter() - started
         prober.phase = "after"
@@ -153,6 +158,7 @@ def main() -> None:
             "projects": args.projects,
             "rows": rows_second,
             "batch": args.batch,
+            "pace": args.pace,
             "cascade_rows_per_s": round(rows_first / cascade_s),
             "purge_rows_per_s": round(rows_second / purge_s),
             "throughput_ratio": round(

@@ -460,6 +460,39 @@ end;
 $$;
 alter function cajex_private.purge_begin(uuid) owner to cajex_definer;
 
+-- What a purge does to p_table's rows of the workspace through p_column:
+-- 'delete' them, or 'nullify' a set-null reference. Refuses a workspace
+-- whose purge was not begun and a table that does not reference
+-- cajex.workspaces through p_column.
+create or replace function cajex_private.purge_action(
+  p_workspace_id uuid, p_table regclass, p_column text)
+returns text
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_action text;
+begin
+  if not exists (select from cajex_private.workspace_purges p
+                 where p.workspace_id = p_workspace_id and p.finished_at is null) then
+    raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
+  end if;
+  select case when c.confdeltype in ('n', 'd') then 'nullify' else 'delete' end into v_action
+  from pg_constraint c
+  join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
+  where c.contype = 'f' and c.conrelid = p_table and c.confrelid = 'cajex.workspaces'::regclass
+    and cardinality(c.conkey) = 1 and a.attname = p_column
+  limit 1;
+  if v_action is null then
+    raise exception 'not a workspace-owned table' using errcode = 'CXINV', detail = 'table';
+  end if;
+  return v_action;
+end;
+$$;
+alter function cajex_private.purge_action(uuid, regclass, text) owner to cajex_definer;
+
 -- One small batch of one table: at most p_limit rows, committed by the
 -- caller, so locks are short and other workspaces are not held up. Refuses
 -- a table that has no reference to cajex.workspaces through p_column, and a
@@ -493,19 +526,7 @@ declare
   v_cols text;
   v_after text := '';
 begin
-  if not exists (select from cajex_private.workspace_purges p
-                 where p.workspace_id = p_workspace_id and p.finished_at is null) then
-    raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
-  end if;
-  select case when c.confdeltype in ('n', 'd') then 'nullify' else 'delete' end into v_action
-  from pg_constraint c
-  join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
-  where c.contype = 'f' and c.conrelid = p_table and c.confrelid = 'cajex.workspaces'::regclass
-    and cardinality(c.conkey) = 1 and a.attname = p_column
-  limit 1;
-  if v_action is null then
-    raise exception 'not a workspace-owned table' using errcode = 'CXINV', detail = 'table';
-  end if;
+  v_action := cajex_private.purge_action(p_workspace_id, p_table, p_column);
 
   if v_action = 'delete' then
     -- The rest of the primary key, when it leads with p_column.
@@ -558,6 +579,103 @@ begin
 end;
 $$;
 alter function cajex_private.purge_batch(uuid, regclass, text, integer, text[]) owner to cajex_definer;
+
+-- A physical walk, for a workspace that fills a good part of a table: its
+-- rows are deleted in the order they lie on disk, a range of pages at a
+-- time, so each page is read and written once. A walk in key order (above)
+-- touches a different page for nearly every row when keys are random, which
+-- for a large workspace costs several times a single cascading delete.
+--
+-- Whether to walk: the workspace has at least one row per four pages of
+-- the table (counted with a bounded scan), so walking reads few pages that
+-- hold none of its rows.
+create or replace function cajex_private.purge_walks(
+  p_workspace_id uuid, p_table regclass, p_column text)
+returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_quarter bigint;
+  v_rows bigint;
+begin
+  if cajex_private.purge_action(p_workspace_id, p_table, p_column) <> 'delete' then
+    return false;
+  end if;
+  v_quarter := greatest(pg_relation_size(p_table) / current_setting('block_size')::bigint / 4, 1);
+  execute format('select count(*) from (select from %s where %I = $1 limit $2) s', p_table, p_column)
+    into v_rows using p_workspace_id, v_quarter;
+  return v_rows >= v_quarter;
+end;
+$$;
+alter function cajex_private.purge_walks(uuid, regclass, text) owner to cajex_definer;
+
+-- One batch of a walk: the workspace's rows on pages p_from to
+-- p_from + p_pages - 1. The caller sizes the range from the rows the last
+-- one held (about one batch's worth) and at most 256 pages (2 MB), so a
+-- batch stays small however the rows lie. Returns the table's current size
+-- in pages, so a walk reaches pages added meanwhile.
+-- The walk is an optimisation only: cajex_private.purge_rows_left says
+-- whether anything escaped it (a row moved by an update behind the walk),
+-- and the keyset batches above take what did.
+drop function if exists cajex_private.purge_pages(uuid, regclass, text, tid, integer, integer);
+create or replace function cajex_private.purge_pages(
+  p_workspace_id uuid,
+  p_table regclass,
+  p_column text,
+  p_from bigint,
+  p_pages integer,
+  out deleted integer,
+  out pages bigint
+)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if cajex_private.purge_action(p_workspace_id, p_table, p_column) <> 'delete' then
+    raise exception 'a set-null reference is cleared in key order' using errcode = 'CXINV', detail = 'table';
+  end if;
+  if p_from is null or p_from < 0 or p_from + p_pages > 4294967295
+     or p_pages is null or p_pages not between 1 and 256 then
+    raise exception 'a page range starts at 0 or later and spans 1 to 256 pages'
+      using errcode = 'CXINV', detail = 'pages';
+  end if;
+  execute format('delete from %s where %I = $1 and ctid >= $2 and ctid < $3', p_table, p_column)
+    using p_workspace_id, format('(%s,0)', p_from)::tid, format('(%s,0)', p_from + p_pages)::tid;
+  get diagnostics deleted = row_count;
+  pages := pg_relation_size(p_table) / current_setting('block_size')::bigint;
+  update cajex_private.workspace_purges p
+  set rows_deleted = p.rows_deleted + deleted
+  where p.workspace_id = p_workspace_id;
+end;
+$$;
+alter function cajex_private.purge_pages(uuid, regclass, text, bigint, integer) owner to cajex_definer;
+
+-- Whether any row of the workspace is left in the table after a walk. Read
+-- through a bitmap of the index, in page order: the index still holds an
+-- entry for every row the walk deleted, and an index scan would visit
+-- each of those rows in key order.
+create or replace function cajex_private.purge_rows_left(
+  p_workspace_id uuid, p_table regclass, p_column text)
+returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set enable_indexscan = off
+set enable_indexonlyscan = off
+as $$
+declare
+  v_left boolean;
+begin
+  perform cajex_private.purge_action(p_workspace_id, p_table, p_column);
+  execute format('select exists (select from %s where %I = $1)', p_table, p_column)
+    into v_left using p_workspace_id;
+  return v_left;
+end;
+$$;
+alter function cajex_private.purge_rows_left(uuid, regclass, text) owner to cajex_definer;
 
 -- Crypto-shredding: the workspace's data keys go first, so whatever a crash
 -- leaves behind (and every backup) is unreadable.

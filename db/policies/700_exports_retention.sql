@@ -58,6 +58,9 @@ grant execute on function
   cajex_private.purge_tables(),
   cajex_private.purge_begin(uuid),
   cajex_private.purge_batch(uuid, regclass, text, integer, text[]),
+  cajex_private.purge_walks(uuid, regclass, text),
+  cajex_private.purge_pages(uuid, regclass, text, bigint, integer),
+  cajex_private.purge_rows_left(uuid, regclass, text),
   cajex_private.purge_destroy_keys(uuid),
   cajex_private.purge_finish(uuid, bigint)
   to cajex_app;
