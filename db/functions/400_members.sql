@@ -627,51 +627,9 @@ as $$
 $$;
 alter function cajex.discard_onboarding_draft() owner to cajex_definer;
 
--- First-run defaults of the open workspace, kept in workspaces.settings.
-create or replace function cajex.set_first_run_defaults(
-  p_default_role text,
-  p_sign_in_methods text[],
-  p_ai_enabled boolean,
-  p_project_tags text[]
-)
-returns void
-language plpgsql
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  perform cajex_private.require_permission('workspace.settings');
-  if p_default_role is null or p_default_role not in ('admin', 'member', 'viewer') then
-    raise exception 'the default role is admin, member or viewer' using errcode = 'CXINV', detail = 'default_role';
-  end if;
-  if p_sign_in_methods is null or cardinality(p_sign_in_methods) = 0
-     or not p_sign_in_methods <@ array['magic_link', 'google', 'microsoft', 'sso', 'development'] then
-    raise exception 'choose at least one sign-in method from magic_link, google, microsoft, sso'
-      using errcode = 'CXINV', detail = 'sign_in_methods';
-  end if;
-  if p_ai_enabled is null then
-    raise exception 'say whether AI features start on' using errcode = 'CXINV', detail = 'ai_enabled';
-  end if;
-  if p_ai_enabled then
-    perform cajex_private.require_permission('ai.configure');
-  end if;
-  if p_project_tags is null or cardinality(p_project_tags) > 32
-     or exists (select from unnest(p_project_tags) t where t is null or t !~ '^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$') then
-    raise exception 'at most 32 tags of 1 to 40 letters, digits, spaces, dots, dashes or underscores'
-      using errcode = 'CXINV', detail = 'project_tags';
-  end if;
-  update cajex.workspaces w
-  set settings = w.settings || jsonb_build_object(
-        'default_role', p_default_role,
-        'sign_in_methods', to_jsonb(p_sign_in_methods),
-        'ai_enabled', p_ai_enabled,
-        'project_tags', to_jsonb(p_project_tags))
-  where w.id = (select cajex.current_workspace_id());
-  perform cajex_private.write_audit('workspace.defaults_set', 'workspace',
-                                    (select cajex.current_workspace_id())::text,
-                                    jsonb_build_object('default_role', p_default_role, 'ai_enabled', p_ai_enabled));
-end;
-$$;
+-- First-run defaults are applied by the onboarding wizard
+-- (cajex.apply_onboarding_defaults, 410_onboarding.sql).
+drop function if exists cajex.set_first_run_defaults(text, text[], boolean, text[]);
 
 --------------------------------------------------------------------------------
 -- Branding

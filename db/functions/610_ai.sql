@@ -154,7 +154,7 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  select 'ai' = any (p.features), (to_jsonb(p) ->> 'ai_monthly_tokens')::bigint
+  select 'ai' = any (p.features), p.ai_monthly_tokens
     into allows_ai, monthly_tokens
   from cajex.workspaces w join cajex.plans p on p.code = w.plan
   where w.id = (select c.workspace_id from cajex_private.context c);

@@ -59,7 +59,6 @@ grant execute on function
   cajex.transfer_ownership(uuid),
   cajex.save_onboarding_draft(text, jsonb, uuid),
   cajex.discard_onboarding_draft(),
-  cajex.set_first_run_defaults(text, text[], boolean, text[]),
   cajex.set_brand_colours(text, text),
   cajex.set_logo(bytea, text, integer, integer),
   cajex.remove_logo(),
