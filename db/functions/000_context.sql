@@ -355,17 +355,23 @@ alter function cajex_private.open_api_context() owner to cajex_definer;
 -- Permissions: the role matrix, written once. docs/permissions.md is
 -- generated from this table and a test checks it is current.
 
+-- PL/pgSQL, like the readers above: policies call it once per statement,
+-- and as a SQL function (not inlined: its body has a FROM clause under
+-- EXISTS) it was planned on every call, context view and all, which cost
+-- most of a millisecond each time.
 create or replace function cajex.has_permission(p_permission text)
 returns boolean
-language sql
+language plpgsql
 stable
 parallel safe
 as $$
-  select exists (
+begin
+  return exists (
     select from cajex_private.context c
     join cajex.role_permissions rp on rp.role = c.member_role
     where rp.permission = p_permission
-  )
+  );
+end;
 $$;
 
 -- The signed-in user of the context, for functions that act on the
