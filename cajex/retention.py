@@ -78,12 +78,12 @@ def _purge_table(
             return total
     after = None
     while True:
-        started = time.perf_counter()
-        row = conn.execute(
+        row = _batch(
+            conn,
             "select deleted, last_key from cajex_private.purge_batch(%s, %s::regclass, %s, %s, %s)",
             (workspace_id, table, column, batch, after),
-        ).fetchone()
-        _rest(started, pace)
+            pace,
+        )
         total += row["deleted"]
         if row["deleted"] < batch:
             if after is None:
@@ -94,10 +94,13 @@ def _purge_table(
         after = row["last_key"]
 
 
-def _rest(started: float, pace: float) -> None:
-    """Rest `pace` times as long as the batch begun at `started` took."""
+def _batch(conn, query: str, params: tuple, pace: float) -> dict:
+    """One committed batch; then rest `pace` times as long as it took."""
+    started = time.perf_counter()
+    row = conn.execute(query, params).fetchone()
     if pace > 0:
         time.sleep((time.perf_counter() - started) * pace)
+    return row
 
 
 def _walk_pages(
@@ -110,12 +113,12 @@ def _walk_pages(
     """
     total, start, pages = 0, 0, WALK_FIRST_PAGES
     while True:
-        started = time.perf_counter()
-        row = conn.execute(
+        row = _batch(
+            conn,
             "select deleted, pages from cajex_private.purge_pages(%s, %s::regclass, %s, %s, %s)",
             (workspace_id, table, column, start, pages),
-        ).fetchone()
-        _rest(started, pace)
+            pace,
+        )
         total += row["deleted"]
         start += pages
         if start >= row["pages"]:

@@ -460,6 +460,24 @@ end;
 $$;
 alter function cajex_private.purge_begin(uuid) owner to cajex_definer;
 
+-- Every step of a purge after purge_begin refuses a workspace whose purge
+-- was not begun (or has finished).
+create or replace function cajex_private.require_purge(p_workspace_id uuid)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not exists (select from cajex_private.workspace_purges p
+                 where p.workspace_id = p_workspace_id and p.finished_at is null) then
+    raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
+  end if;
+end;
+$$;
+alter function cajex_private.require_purge(uuid) owner to cajex_definer;
+
 -- What a purge does to p_table's rows of the workspace through p_column:
 -- 'delete' them, or 'nullify' a set-null reference. Refuses a workspace
 -- whose purge was not begun and a table that does not reference
@@ -475,10 +493,7 @@ as $$
 declare
   v_action text;
 begin
-  if not exists (select from cajex_private.workspace_purges p
-                 where p.workspace_id = p_workspace_id and p.finished_at is null) then
-    raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
-  end if;
+  perform cajex_private.require_purge(p_workspace_id);
   select case when c.confdeltype in ('n', 'd') then 'nullify' else 'delete' end into v_action
   from pg_constraint c
   join pg_attribute a on a.attrelid = c.conrelid and a.attnum = c.conkey[1]
@@ -688,10 +703,7 @@ as $$
 declare
   v_count integer;
 begin
-  if not exists (select from cajex_private.workspace_purges p
-                 where p.workspace_id = p_workspace_id and p.finished_at is null) then
-    raise exception 'no purge in progress for this workspace' using errcode = 'CXNFD', detail = 'workspace';
-  end if;
+  perform cajex_private.require_purge(p_workspace_id);
   delete from cajex.workspace_keys k where k.workspace_id = p_workspace_id;
   get diagnostics v_count = row_count;
   update cajex_private.workspace_purges p
