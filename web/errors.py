@@ -74,6 +74,15 @@ def init_app(app: Flask) -> None:
             known = AppError(500, "internal", "something went wrong; it was logged")
         return _respond(known)
 
+    @app.errorhandler(UnicodeEncodeError)
+    def handle_unencodable_text(exc):
+        # A lone surrogate (JSON's "\ud800"), which no UTF-8 text can hold:
+        # refused while the statement was being built, so nothing was sent
+        # and the transaction rolled back.
+        return _respond(
+            AppError(400, "invalid_text", "text must be valid Unicode (no lone surrogates)")
+        )
+
     from psycopg_pool import PoolTimeout
 
     @app.errorhandler(PoolTimeout)

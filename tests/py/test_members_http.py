@@ -583,3 +583,19 @@ def test_the_invitation_email_is_sent_with_its_link(world, signed_in, mail_worke
     assert len(sent) == 1
     assert invite_link(world, "mailed@example.test") in sent[0]["text_body"]
     assert "viewer" in sent[0]["text_body"]
+
+
+@pytest.mark.parametrize("email", ["a\u0000b@example.test", "a\ud800b@example.test"])
+def test_bulk_refuses_text_postgresql_cannot_hold_and_invites_none(world, signed_in, email):
+    """A NUL character or a lone surrogate in a row: a 400 with a stable
+    code for the whole list, and no row of it is written."""
+    ws = world.workspace(plan="enterprise")
+    client = signed_in(ws.owner)
+    rows = [{"email": "fine@example.test"}, {"email": email}]
+    api = client.post(f"/w/{ws.slug}/api/v1/invitations/bulk", json={"rows": rows})
+    assert api.status_code == 400 and api.json["error"]["code"] == "invalid_text"
+    if "\u0000" in email:  # a browser's form cannot carry a lone surrogate
+        pasted = client.post(f"/w/{ws.slug}/members/bulk",
+                             data={"list": f"fine@example.test\n{email}\n", "csrf_token": "test-csrf-token"})
+        assert pasted.status_code == 400
+    assert invitations(world, ws) == []

@@ -104,6 +104,8 @@ def test_pagination_walks_every_project_once(world, signed_in, two):
         ({"name": "a\u0000b"}, 400, "invalid_text"),
         ({"name": "x", "description": "\u0000"}, 400, "invalid_text"),
         ({"name": "x", "tags": ["a\u0000"]}, 400, "invalid_text"),
+        ({"name": "a\ud800b"}, 400, "invalid_text"),
+        ({"name": "x", "tags": ["\udfff"]}, 400, "invalid_text"),
     ],
 )
 def test_bad_input_gets_a_stable_code_and_writes_nothing(

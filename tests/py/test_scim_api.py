@@ -162,10 +162,12 @@ def test_duplicate_user_name_is_uniqueness_but_fine_in_another_workspace(two):
     b.user("dup@example.com")  # the same person, a second membership
 
 
-def test_a_nul_character_is_invalid_value_and_creates_nothing(two, world):
-    """Text PostgreSQL cannot hold is refused in the SCIM error format, not a 500."""
+@pytest.mark.parametrize("name", ["nul\u0000@example.com", "half\ud800@example.com"])
+def test_text_postgresql_cannot_hold_is_invalid_value_and_creates_nothing(two, world, name):
+    """A NUL character or a lone surrogate is refused in the SCIM error
+    format, not a 500."""
     a, _ = two
-    resp = a.post("/Users", {"schemas": [USER], "userName": "nul\u0000@example.com"})
+    resp = a.post("/Users", {"schemas": [USER], "userName": name})
     assert resp.status_code == 400 and resp.get_json()["scimType"] == "invalidValue"
     listed = a.get("/Users").get_json()
     assert listed["totalResults"] == 0

@@ -243,6 +243,11 @@ def scim_endpoint(view):
                     raise
                 except psycopg.Error as exc:
                     raise _from_database(exc) from None
+                except UnicodeEncodeError:
+                    # A lone surrogate: refused before anything was sent.
+                    raise ScimError(
+                        400, "text must be valid Unicode (no lone surrogates)", "invalidValue"
+                    ) from None
         except ScimError as err:
             return scim_error(err)
         except psycopg.OperationalError:
