@@ -3,6 +3,9 @@ counting proxy in front of it (how many Stripe calls, with which idempotency
 keys), webhook signing exactly as Stripe signs, and a job driver that runs
 outbox rows through the real runner.
 
+Checkout Sessions, which localstripe lacks, are answered by the proxy in
+the shape Stripe answers them (`checkout_session`).
+
 Fixtures (loaded by cajex.testing.plugin): `localstripe` (session),
 `stripe_counter`, `billing_settings`, `billing_app`.
 """
@@ -130,8 +133,41 @@ class LocalStripe:
             self.proc.kill()
 
 
+def checkout_session(form_body: str) -> dict:
+    """The Checkout Session object Stripe answers `POST /v1/checkout/sessions`
+    with, for the form-encoded parameters in `form_body`."""
+    import secrets as _secrets
+    from urllib.parse import parse_qsl
+
+    params = dict(parse_qsl(form_body, keep_blank_values=True))
+    session_id = "cs_test_" + _secrets.token_hex(12)
+    return {
+        "id": session_id,
+        "object": "checkout.session",
+        "mode": params.get("mode"),
+        "status": "open",
+        "customer": params.get("customer"),
+        "client_reference_id": params.get("client_reference_id"),
+        "success_url": params.get("success_url"),
+        "cancel_url": params.get("cancel_url"),
+        "metadata": {
+            k[len("metadata["):-1]: v for k, v in params.items() if k.startswith("metadata[")
+        },
+        "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+        "livemode": False,
+    }
+
+
+def form_params(body: str) -> dict:
+    """A recorded form-encoded request body as a flat dict (Stripe's keys)."""
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(body, keep_blank_values=True))
+
+
 class CountingProxy:
-    """A loopback HTTP proxy to `upstream` that records every request."""
+    """A loopback HTTP proxy to `upstream` that records every request, and
+    answers Checkout Session creation itself (localstripe has no Checkout)."""
 
     def __init__(self, upstream_port: int):
         self.calls: list[dict] = []
@@ -151,6 +187,15 @@ class CountingProxy:
                             "body": (body or b"").decode(),
                         }
                     )
+                if self.command == "POST" and self.path.split("?")[0] == "/v1/checkout/sessions":
+                    # localstripe has no Checkout: answer as Stripe does.
+                    data = json.dumps(checkout_session((body or b"").decode())).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 conn = http.client.HTTPConnection(
                     "127.0.0.1", upstream_port, timeout=30
                 )

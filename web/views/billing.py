@@ -157,6 +157,8 @@ def overview(conn) -> dict:
 @bp.get("/w/<slug>/billing")
 @workspace_view("billing.read")
 def page():
+    if request.args.get("checkout") == "done":
+        flash(CHECKOUT_DONE, "info")
     return render_template("billing/page.html", b=overview(g.db))
 
 
@@ -167,6 +169,13 @@ def api_get():
 
 
 # -- changing ------------------------------------------------------------------
+
+
+#: What a page says when Stripe Checkout has sent the customer back.
+CHECKOUT_DONE = (
+    "Your payment details are with Stripe. The plan changes as soon as Stripe "
+    "confirms the subscription, usually within a minute."
+)
 
 
 def _page_url() -> str:
@@ -202,13 +211,17 @@ def _apply_api_state(conn, state: dict, kind: str) -> None:
     )
 
 
-def change_plan(conn, plan: str) -> dict:
+def change_plan(
+    conn, plan: str, success_url: str | None = None, cancel_url: str | None = None
+) -> dict:
     """Move the open workspace to `plan`: {"done": True} or {"checkout_url": ...}.
 
     Offline, the plan is simply set. With Stripe: a live subscription moves
     to the plan's price (Free: it ends at the period's end); without one,
     a card on file subscribes at once, otherwise Stripe Checkout is opened.
-    Every path checks the plan's limits in SQL first (CXPLN names which).
+    Checkout comes back to `success_url` (or `cancel_url`), the billing page
+    unless the caller names another page. Every path checks the plan's
+    limits in SQL first (CXPLN names which).
     """
     s = settings()
     if not isinstance(plan, str) or not plan:
@@ -298,8 +311,8 @@ def change_plan(conn, plan: str) -> dict:
         max(state["seats_used"], 1),
         ws,
         plan,
-        success_url=_page_url() + "?checkout=done",
-        cancel_url=_page_url(),
+        success_url=success_url or _page_url() + "?checkout=done",
+        cancel_url=cancel_url or _page_url(),
     )
     return {"checkout_url": url}
 

@@ -276,9 +276,13 @@ def _change_plan(slug: str, code: str) -> dict | None:
                 raise StepInvalid({"plan": "only the owner chooses a paid plan"})
             # billing.change_plan reads the workspace from g, as its views do.
             g.workspace = opened
+            # Checkout comes back to the wizard's next step, or to this one
+            # when the customer turns back.
+            base = settings().public_url.rstrip("/") + bp.url_prefix
             try:
                 with conn.transaction():
-                    return change(conn, code)
+                    return change(conn, code, success_url=f"{base}/defaults?checkout=done",
+                                  cancel_url=f"{base}/plan")
             except AppError as err:
                 raise StepInvalid({"plan": err.message}) from None
     finally:
@@ -316,8 +320,7 @@ def save_plan():
     _logger.info("onboarding.plan_chosen", plan=code, billing=billing)
     if billing == "checkout":
         # Stripe takes the card and billing changes the plan from its
-        # webhook; the wizard resumes at the defaults step from the home
-        # page or the workspace switcher.
+        # webhook; Checkout sends the customer back to the defaults step.
         return redirect(outcome["checkout_url"], 303)
     if billing == "billing_page":
         flash(f"The {plans[code]['name']} plan is noted. The workspace starts on Free; "
@@ -347,6 +350,10 @@ def defaults():
     draft, away = _guard("defaults")
     if away:
         return away
+    if request.args.get("checkout") == "done":
+        from cajex.web.views.billing import CHECKOUT_DONE
+
+        flash(CHECKOUT_DONE, "info")
     saved = draft["data"].get("defaults")
     if saved is None:
         with _in_workspace(draft["workspace"]["slug"]) as (conn, _):
