@@ -37,6 +37,8 @@ PACE = 1.0
 #: (the most the function takes: 2 MB).
 WALK_FIRST_PAGES = 32
 WALK_MAX_PAGES = 256
+#: A long walk logs how far it has got this often.
+PROGRESS_SECONDS = 10.0
 
 
 def retention_days(env: dict | None = None) -> int:
@@ -112,6 +114,7 @@ def _walk_pages(
     one found, doubling across pages that hold none, within WALK_MAX_PAGES.
     """
     total, start, pages = 0, 0, WALK_FIRST_PAGES
+    reported = time.monotonic()
     while True:
         row = _batch(
             conn,
@@ -123,6 +126,16 @@ def _walk_pages(
         start += pages
         if start >= row["pages"]:
             return total
+        if time.monotonic() - reported >= PROGRESS_SECONDS:
+            reported = time.monotonic()
+            _logger.info(
+                "purge.progress",
+                workspace_id=workspace_id,
+                table=table,
+                rows=total,
+                page=start,
+                pages=row["pages"],
+            )
         if row["deleted"] == 0:
             pages *= 2
         else:
@@ -158,9 +171,14 @@ def purge_workspace(
         rows: dict[str, int] = {}
         for table in tables:
             name = table["table_name"]
-            rows[name] = rows.get(name, 0) + _purge_table(
+            deleted = _purge_table(
                 conn, workspace_id, name, table["column_name"], batch, pace
             )
+            rows[name] = rows.get(name, 0) + deleted
+            if deleted:
+                _logger.info(
+                    "purge.table", workspace_id=workspace_id, table=name, rows=deleted
+                )
         objects = store.delete_prefix(f"{workspace_id}/") if store is not None else 0
         conn.execute(
             "select cajex_private.purge_finish(%s, %s)", (workspace_id, objects)

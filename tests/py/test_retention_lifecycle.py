@@ -10,6 +10,7 @@ import urllib.parse
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from structlog.testing import capture_logs
 from test_export_support import export_row, outbox_job, request_export, run_job
 
 from cajex import jwt, retention, storage
@@ -349,8 +350,16 @@ def test_a_large_workspace_is_purged_in_page_order_and_nothing_escapes(
         return n
 
     monkeypatch.setattr(retention, "_walk_pages", walk_then_escape)
-    summary = retention.purge_workspace(db_urls["app"], None, big.id, batch=500)
+    monkeypatch.setattr(retention, "PROGRESS_SECONDS", 0.0)
+    with capture_logs() as logs:
+        summary = retention.purge_workspace(db_urls["app"], None, big.id, batch=500)
     assert walked == [4200] and left == [True]
+    # A long walk says how far it has got, table by table.
+    progress = [e for e in logs if e["event"] == "purge.progress"]
+    assert progress and all(e["table"] == "cajex.projects" for e in progress)
+    assert progress[-1]["rows"] <= 4200 and progress[-1]["page"] <= progress[-1]["pages"]
+    assert any(e["event"] == "purge.table" and e["table"] == "cajex.projects"
+               and e["rows"] == 4201 for e in logs)
     assert summary["rows"] == big_rows + 1
     assert all(n == 0 for n in owned_counts(world.admin, big.id).values())
     assert owned_counts(world.admin, neighbour.id) == neighbour_before
