@@ -33,6 +33,10 @@ def run(port: int, with_demo: bool) -> None:
 
     services = []
     procs: list[subprocess.Popen] = []
+    # SIGTERM (a service manager, `kill`, a container stopping) stops
+    # everything as Ctrl-C does, rather than leaving PostgreSQL and the
+    # workers running without us.
+    signal.signal(signal.SIGTERM, _interrupt)
     # Whatever fails on the way (a migration, the demo data, the server),
     # everything started so far is stopped again: no orphan keeps the
     # database busy for the next start.
@@ -126,6 +130,10 @@ def run(port: int, with_demo: bool) -> None:
         for service in reversed(services):
             service.stop()
         click.echo("cajex: stopped")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _cron_config() -> str | None:
