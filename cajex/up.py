@@ -22,6 +22,7 @@ from cajex import config, log
 
 
 def run(port: int, with_demo: bool) -> None:
+    _require_free_port(port)
     settings = config.from_env()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +131,21 @@ def run(port: int, with_demo: bool) -> None:
         for service in reversed(services):
             service.stop()
         click.echo("cajex: stopped")
+
+
+def _require_free_port(port: int) -> None:
+    """Refuse at once, before any service starts, when the port is taken."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise click.ClickException(
+                f"port {port} on 127.0.0.1 is in use by another program:"
+                " stop it, or choose another port with --port"
+            ) from None
 
 
 def _interrupt(signum, frame) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,3 +115,16 @@ def test_up_runs_its_own_services_and_stops_them_on_sigterm_and_ctrl_c(tmp_path)
         version = (data / "pgdata" / "PG_VERSION").stat()
         made = made or (version.st_ino, version.st_mtime_ns)
         assert (version.st_ino, version.st_mtime_ns) == made
+
+
+def test_up_refuses_a_port_in_use_before_starting_anything(tmp_path):
+    data = tmp_path / "cajex-data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _up(data, port)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert f"port {port} on 127.0.0.1 is in use" in output and "--port" in output
+    assert not (data / "pgdata").exists()
