@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import urllib.request
+from urllib.parse import parse_qsl
 from pathlib import Path
 
 import pytest
@@ -137,9 +138,8 @@ def checkout_session(form_body: str) -> dict:
     """The Checkout Session object Stripe answers `POST /v1/checkout/sessions`
     with, for the form-encoded parameters in `form_body`."""
     import secrets as _secrets
-    from urllib.parse import parse_qsl
 
-    params = dict(parse_qsl(form_body, keep_blank_values=True))
+    params = form_params(form_body)
     session_id = "cs_test_" + _secrets.token_hex(12)
     return {
         "id": session_id,
@@ -160,8 +160,6 @@ def checkout_session(form_body: str) -> dict:
 
 def form_params(body: str) -> dict:
     """A recorded form-encoded request body as a flat dict (Stripe's keys)."""
-    from urllib.parse import parse_qsl
-
     return dict(parse_qsl(body, keep_blank_values=True))
 
 
