@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import uuid
 from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
+from psycopg.adapt import Transformer
+from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -91,18 +94,6 @@ def _prepare(conn: psycopg.Connection) -> None:
     conn._cajex_check_prepared = True
 
 
-def _last_row(cur: psycopg.Cursor) -> dict | None:
-    """The first row of the last result of a multi-statement query, if any."""
-    while True:
-        row = (
-            cur.fetchone()
-            if cur.pgresult is not None and cur.pgresult.ntuples
-            else None
-        )
-        if not cur.nextset():
-            return row
-
-
 @contextlib.contextmanager
 def in_context(
     conn: psycopg.Connection,
@@ -125,59 +116,110 @@ def in_context(
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("in_context() must start its own transaction")
+    row = _open(conn, token, workspace)
+    try:
+        yield OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
+    except BaseException:
+        _rollback(conn)
+        raise
+    # The body may have committed itself (a statement pipelined with its
+    # COMMIT, cajex.ai.gateway), so no lock waits a round trip.
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        _run(conn, b"COMMIT")
+
+
+# What a browser's credential and a workspace slug look like. Both travel
+# inside the opening statement as literals; anything else is quoted by
+# psycopg instead (and opens nothing).
+_CREDENTIAL = re.compile(
+    rb"v2\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.[A-Za-z0-9_-]{1,256}"
+)
+_SLUG = re.compile(rb"[a-z0-9-]{0,64}")
+
+
+def _opening(conn: psycopg.Connection, token: str, workspace: str | None) -> bytes:
+    """BEGIN, the context and its check, as one simple-query message."""
     if not token.startswith("v2."):
-        opening = sql.SQL(
-            "begin; select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
-            + _PERMISSIONS
-            + " from cajex_private.open_context({}, {}) c"
-        ).format(sql.Literal(token), sql.Literal(workspace))
-    else:
-        _prepare(conn)
-        opening = sql.SQL(
-            "begin; select set_config('cajex.context', {}, true), set_config('cajex.workspace', {}, true);"
-            " execute {}"
-        ).format(
+        return (
+            sql.SQL(
+                "begin; select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
+                + _PERMISSIONS
+                + " from cajex_private.open_context({}, {}) c"
+            )
+            .format(sql.Literal(token), sql.Literal(workspace))
+            .as_bytes(conn)
+        )
+    _prepare(conn)
+    credential, slug = token.encode(), (workspace or "").encode()
+    if _CREDENTIAL.fullmatch(credential) and _SLUG.fullmatch(slug):
+        return b"".join(
+            (
+                b"begin; select set_config('cajex.context', '",
+                credential,
+                b"', true), set_config('cajex.workspace', '",
+                slug,
+                b"', true); execute ",
+                _CHECK.encode(),
+            )
+        )
+    return (
+        sql.SQL(
+            "begin; select set_config('cajex.context', {}, true),"
+            " set_config('cajex.workspace', {}, true); execute {}"
+        )
+        .format(
             sql.Literal(token), sql.Literal(workspace or ""), sql.Identifier(_CHECK)
         )
-    # Autocommit for the duration: psycopg then sends no BEGIN of its own,
-    # and ours travels with the context.
-    conn.autocommit = True
-    try:
-        try:
-            row = _open(conn, opening)
-            if row:
-                row["permissions"] = frozenset(row["permissions"] or ())
-            yield OpenedContext(**row) if row else NO_CONTEXT
-        except BaseException:
-            _rollback(conn)
-            raise
-        else:
-            # The body may have committed itself (a statement pipelined with
-            # its COMMIT, cajex.ai.gateway), so no lock waits a round trip.
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.commit()
-    finally:
-        if (
-            not conn.closed
-            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        ):
-            conn.autocommit = False
+        .as_bytes(conn)
+    )
 
 
-def _open(conn: psycopg.Connection, opening) -> dict | None:
-    cur = conn.cursor(row_factory=dict_row)
+def _open(conn: psycopg.Connection, token: str, workspace: str | None) -> tuple | None:
+    """Send the opening; the check's row (typed), or None when nothing opened.
+
+    Sent with libpq directly rather than through a cursor: psycopg would
+    otherwise send a BEGIN of its own, and this is the one statement every
+    request makes.
+    """
+    opening = _opening(conn, token, workspace)
     try:
-        cur.execute(opening)
+        result = _run(conn, opening)
     except psycopg.errors.InvalidSqlStatementName:
         # psycopg deallocates every prepared statement after a rollback it
         # runs itself; prepare the check again and retry once.
         _rollback(conn)
         conn._cajex_check_prepared = False
-        conn.autocommit = False
         _prepare(conn)
-        conn.autocommit = True
-        cur.execute(opening)
-    return _last_row(cur)
+        result = _run(conn, opening)
+    if not result.ntuples:
+        return None
+    loader = Transformer.from_context(conn)
+    loader.set_pgresult(result)
+    return loader.load_row(0, tuple)
+
+
+def _run(conn: psycopg.Connection, command: bytes):
+    """One simple-query message; its last result, or the error it raised."""
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    pgconn = conn.pgconn
+    result = pgconn.exec_(command)
+    if result.status in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
+        return result
+    if pgconn.status != psycopg.pq.ConnStatus.OK:
+        # The server went away: what psycopg raises for a lost connection.
+        message = (result.error_message or pgconn.error_message).decode(
+            errors="replace"
+        )
+        raise psycopg.OperationalError(message.strip() or "the connection was lost")
+    _rollback_failed(conn)
+    raise psycopg.errors.error_from_result(result, encoding=pgconn._encoding)
+
+
+def _rollback_failed(conn: psycopg.Connection) -> None:
+    """End a transaction an error aborted (the caller raises the error)."""
+    if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        conn.pgconn.exec_(b"ROLLBACK")
 
 
 def _rollback(conn: psycopg.Connection) -> None:

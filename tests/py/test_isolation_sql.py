@@ -53,7 +53,12 @@ def tables(world):
 def test_can_discover_the_workspace_owned_tables(tables):
     """The catalog names at least the core workspace-owned tables the battery covers."""
     names = {f"{s}.{t}" for s, t in tables}
-    assert {"cajex.projects", "cajex.memberships", "cajex.audit_log", "cajex.outbox"} <= names
+    assert {
+        "cajex.projects",
+        "cajex.memberships",
+        "cajex.audit_log",
+        "cajex.outbox",
+    } <= names
 
 
 def test_can_fill_every_tenant_with_canaries(world, dataset):
@@ -70,7 +75,9 @@ def test_can_fill_every_tenant_with_canaries(world, dataset):
 # -- actors through the app's own context ------------------------------------------
 
 ACTORS = st.one_of(
-    st.tuples(st.just("member"), st.sampled_from(["owner", "admin", "member", "viewer"])),
+    st.tuples(
+        st.just("member"), st.sampled_from(["owner", "admin", "member", "viewer"])
+    ),
     st.tuples(
         st.sampled_from(
             [
@@ -110,7 +117,9 @@ def resolve(dataset, kind: str, role: str | None):
 
 @BATTERY
 @given(actor=ACTORS, signed=st.booleans(), by_id=st.booleans())
-def test_cannot_reach_another_workspace_as_any_actor(world, dataset, tables, actor, signed, by_id):
+def test_cannot_reach_another_workspace_as_any_actor(
+    world, dataset, tables, actor, signed, by_id
+):
     """Whoever acts and however they open a context, only their open workspace's rows are seen or changed."""
     user, aim, expected = resolve(dataset, *actor)
     ref = str(aim.id) if (signed and by_id) else aim.slug
@@ -149,7 +158,9 @@ FORGERIES = [
 ]
 
 
-def forge(conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws) -> None:
+def forge(
+    conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws
+) -> None:
     """Apply one forgery on `conn` (inside a transaction); refusals are expected."""
     secret = world.secret
 
@@ -160,7 +171,9 @@ def forge(conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws)
         )
 
     def open_(token, ref):
-        savepointed(conn, "select * from cajex_private.open_context(%s, %s)", (token, ref))
+        savepointed(
+            conn, "select * from cajex_private.open_context(%s, %s)", (token, ref)
+        )
 
     if kind == "tampered_credential":
         good = victim_user.token()
@@ -172,7 +185,9 @@ def forge(conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws)
         )
     elif kind == "wrong_secret_token":
         open_(
-            context.user_token(secrets.token_hex(32), victim_user.id, victim_user.session_id),
+            context.user_token(
+                secrets.token_hex(32), victim_user.id, victim_user.session_id
+            ),
             victim_ws.slug,
         )
     elif kind == "expired_token":
@@ -184,11 +199,16 @@ def forge(conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws)
         token = attacker.signed_token()
         open_(token.replace(str(attacker.id), str(victim_user.id)), victim_ws.slug)
     elif kind == "mismatched_session_token":
-        open_(context.user_token(secret, attacker.id, victim_user.session_id), victim_ws.slug)
+        open_(
+            context.user_token(secret, attacker.id, victim_user.session_id),
+            victim_ws.slug,
+        )
     elif kind == "tampered_job_token":
         if attacker_ws is not None:
             token = context.service_token(secret, attacker_ws.id, "isolation")
-            open_(token.replace(str(attacker_ws.id), str(victim_ws.id)), str(victim_ws.id))
+            open_(
+                token.replace(str(attacker_ws.id), str(victim_ws.id)), str(victim_ws.id)
+            )
         good = context.service_token(secret, victim_ws.id, "isolation")
         # Always a different signature: a fixed "00" would be the genuine one
         # whenever the real HMAC happened to end in it.
@@ -242,13 +262,20 @@ def forge(conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws)
         )
         assert (
             savepointed(
-                conn, "update cajex_private.context_keys set secret = decode(%s, 'hex')", (mine,)
+                conn,
+                "update cajex_private.context_keys set secret = decode(%s, 'hex')",
+                (mine,),
             )
             is None
         )
-        open_(context.user_token(mine, victim_user.id, victim_user.session_id), victim_ws.slug)
+        open_(
+            context.user_token(mine, victim_user.id, victim_user.session_id),
+            victim_ws.slug,
+        )
     elif kind == "read_context_key":
-        assert savepointed(conn, "select secret from cajex_private.context_keys") is None
+        assert (
+            savepointed(conn, "select secret from cajex_private.context_keys") is None
+        )
     elif kind == "call_install_context":
         assert (
             savepointed(
@@ -277,7 +304,10 @@ def forge(conn, kind: str, world, attacker, victim_ws, victim_user, attacker_ws)
     elif kind == "set_role_api":
         assert savepointed(conn, "select set_config('role', 'cajex_api', true)") is None
         assert savepointed(conn, "set local role cajex_api") is None
-        assert savepointed(conn, "set local session authorization cajex_authenticator") is None
+        assert (
+            savepointed(conn, "set local session authorization cajex_authenticator")
+            is None
+        )
     elif kind == "credential_for_wrong_slug":
         settings_(attacker.token(), victim_ws.slug)
     else:  # pragma: no cover - the list above is the strategy
@@ -303,13 +333,18 @@ def test_cannot_open_a_context_by_forgery(
         with conn.transaction():
             for kind in steps:
                 forge(conn, kind, world, attacker, a.ws, victim_user, attacker_ws)
-            assert conn.execute("select cajex.current_workspace_id() as w").fetchone()["w"] is None
+            assert (
+                conn.execute("select cajex.current_workspace_id() as w").fetchone()["w"]
+                is None
+            )
             assert leaks(conn, tables, {}, attacker.id, None) == []
             assert global_leaks(conn, world, dataset, attacker.id, None) == []
             for victim in dataset.all_tenants():
                 assert attempt_writes(conn, tables, victim) == []
             create = savepointed(
-                conn, "select cajex.create_project('forged')", expected=(psycopg.DatabaseError,)
+                conn,
+                "select cajex.create_project('forged')",
+                expected=(psycopg.DatabaseError,),
             )
             assert create is None
     assert changed_outside(before, fingerprint(world.admin, tables), set()) == []
@@ -329,7 +364,9 @@ def api_relations(admin) -> list[str]:
     return [r["name"] for r in rows]
 
 
-def replay(auth_url: str, role: str, claims: str | None, relations: list[str], tables, user_id):
+def replay(
+    auth_url: str, role: str, claims: str | None, relations: list[str], tables, user_id
+):
     """PostgREST's transaction for GET /<relation>: role, claims, pre-request, query.
 
     Returns (workspace ids seen through the api relations, leaks in the
@@ -355,7 +392,9 @@ def replay(auth_url: str, role: str, claims: str | None, relations: list[str], t
                 for r in rows or []:
                     row = r["row"]
                     seen.add(row.get("workspace_id") or row.get("id"))
-            found = leaks(conn, tables, {}, user_id, opened) if role == "cajex_api" else []
+            found = (
+                leaks(conn, tables, {}, user_id, opened) if role == "cajex_api" else []
+            )
     return seen, found, opened
 
 
@@ -433,14 +472,18 @@ def test_cannot_reach_another_workspace_through_postgrest(
         expected = None
     before = fingerprint(world.admin, tables)
     relations = api_relations(world.admin)
-    seen, found, opened = replay(db_urls["authenticator"], role, text, relations, tables, user.id)
+    seen, found, opened = replay(
+        db_urls["authenticator"], role, text, relations, tables, user.id
+    )
     assert opened == expected
     assert found == []
     assert seen <= ({str(expected)} if expected else set())
     assert changed_outside(before, fingerprint(world.admin, tables), set()) == []
 
 
-def test_can_read_own_projects_through_the_postgrest_replay(world, dataset, tables, db_urls):
+def test_can_read_own_projects_through_the_postgrest_replay(
+    world, dataset, tables, db_urls
+):
     """A member's verified claims show exactly their workspace's projects through api.projects."""
     a = dataset.tenants[0]
     user = a.members["viewer"]
@@ -448,7 +491,12 @@ def test_can_read_own_projects_through_the_postgrest_replay(world, dataset, tabl
         jwt.postgrest_token(JWT_SECRET, user.id, user.session_id, a.ws.id), JWT_SECRET
     )
     seen, found, opened = replay(
-        db_urls["authenticator"], "cajex_api", json.dumps(claims), ["api.projects"], tables, user.id
+        db_urls["authenticator"],
+        "cajex_api",
+        json.dumps(claims),
+        ["api.projects"],
+        tables,
+        user.id,
     )
     assert opened == a.ws.id and seen == {str(a.ws.id)} and found == []
 
@@ -461,7 +509,10 @@ def test_cannot_pass_postgrest_with_a_forged_or_expired_jwt():
         (token, "x" * 48),
         (f"{header}.{body}x.{sig}", JWT_SECRET),
         (jwt.postgrest_token(JWT_SECRET, "u", "s", "w", ttl=-10), JWT_SECRET),
-        (jwt.sign({"role": "cajex_api"}, JWT_SECRET).rsplit(".", 1)[0] + ".", JWT_SECRET),
+        (
+            jwt.sign({"role": "cajex_api"}, JWT_SECRET).rsplit(".", 1)[0] + ".",
+            JWT_SECRET,
+        ),
     ]:
         with pytest.raises(jwt.InvalidToken):
             jwt.verify(bad, secret)
@@ -472,7 +523,10 @@ def test_cannot_write_another_workspace_through_postgrest_rpc(world, dataset, db
     a, b = dataset.tenants[0], dataset.tenants[1]
     user = a.members["owner"]
     claims = json.dumps(
-        jwt.verify(jwt.postgrest_token(JWT_SECRET, user.id, user.session_id, a.ws.id), JWT_SECRET)
+        jwt.verify(
+            jwt.postgrest_token(JWT_SECRET, user.id, user.session_id, a.ws.id),
+            JWT_SECRET,
+        )
     )
     theirs = b.projects[0]["id"]
     with psycopg.connect(db_urls["authenticator"], row_factory=dict_row) as conn:
@@ -488,12 +542,18 @@ def test_cannot_write_another_workspace_through_postgrest_rpc(world, dataset, db
                 "select api.delete_project(%s)",
             ):
                 assert (
-                    savepointed(conn, statement, (theirs,), expected=(psycopg.DatabaseError,))
+                    savepointed(
+                        conn, statement, (theirs,), expected=(psycopg.DatabaseError,)
+                    )
                     is None
                 )
-            made = conn.execute("select * from api.create_project('via postgrest')").fetchone()
+            made = conn.execute(
+                "select * from api.create_project('via postgrest')"
+            ).fetchone()
             assert made["workspace_id"] == a.ws.id
-    row = world.admin.execute("select name from cajex.projects where id = %s", (theirs,)).fetchone()
+    row = world.admin.execute(
+        "select name from cajex.projects where id = %s", (theirs,)
+    ).fetchone()
     assert row["name"] == b.projects[0]["name"]
 
 
@@ -506,7 +566,9 @@ def test_cannot_write_another_workspace_through_postgrest_rpc(world, dataset, db
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    shape=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=2, max_size=4),
+    shape=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=2, max_size=4
+    ),
     role=st.sampled_from(["owner", "admin", "member", "viewer"]),
 )
 def test_cannot_see_other_tenants_in_random_datasets(world, tables, shape, role):
@@ -520,8 +582,52 @@ def test_cannot_see_other_tenants_in_random_datasets(world, tables, shape, role)
         ):
             assert opened.workspace_id == tenant.ws.id
             assert leaks(conn, tables, {}, user.id, tenant.ws.id) == []
-            names = {r["name"] for r in conn.execute("select name from cajex.projects").fetchall()}
+            names = {
+                r["name"]
+                for r in conn.execute("select name from cajex.projects").fetchall()
+            }
             assert names == {p["name"] for p in tenant.projects}
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda token, slug: (token + "'; set role postgres; --", slug),
+        lambda token, slug: (token + "\\", slug),
+        lambda token, slug: (token.replace(".", ".'", 1), slug),
+        lambda token, slug: (token, slug + "'; select 1; --"),
+        lambda token, slug: (token, slug + "\\"),
+        lambda token, slug: (token, slug.upper()),
+    ],
+    ids=[
+        "quote_in_credential",
+        "backslash_in_credential",
+        "quote_in_session_id",
+        "quote_in_slug",
+        "backslash_in_slug",
+        "uppercase_slug",
+    ],
+)
+def test_cannot_open_a_context_with_quotes_or_escapes_in_its_parts(
+    world, dataset, mangle
+):
+    """A credential or slug outside the expected alphabet travels quoted and opens nothing."""
+    victim = dataset.tenants[0]
+    user = victim.members["owner"]
+    token, slug = mangle(user.token(), victim.ws.slug)
+    with world.app_connection() as conn:
+        with db.in_context(conn, token, slug) as opened:
+            assert not opened.opened or opened.workspace_id is None
+            assert (
+                conn.execute("select count(*) as n from cajex.projects").fetchone()["n"]
+                == 0
+            )
+            assert (
+                conn.execute("select current_user as u").fetchone()["u"] == "cajex_app"
+            )
+        # The connection is unharmed: the genuine credential opens next.
+        with db.in_context(conn, user.token(), victim.ws.slug) as opened:
+            assert opened.workspace_id == victim.ws.id
 
 
 def test_cannot_use_request_roles_to_write_tables_directly(world, tables):
