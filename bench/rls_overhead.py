@@ -17,8 +17,12 @@ Also reported, outside the targets: (c) the same transactions opened with a
 signed token (cajex_private.open_context: HMAC in SQL and one context row
 written), the path jobs, SCIM and `cajex db as-member` take.
 
+The client runs on one CPU and both measured database backends on another
+(bench/_placement.py), so both sides pay the same round trip; --no-pin
+leaves placement to the scheduler.
+
 Usage: python bench/rls_overhead.py [--workspaces 10000] [--projects 1000000]
-       [--large 100000] [--iterations 3000]
+       [--large 100000] [--iterations 3000] [--no-pin]
 The last line of output is one JSON object with the figures and targets.
 """
 
@@ -39,6 +43,8 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _placement import pin_apart  # noqa: E402
 
 from cajex import context, db  # noqa: E402
 from cajex.localservices import LocalPostgres  # noqa: E402
@@ -201,6 +207,7 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=1_000_000)
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--no-pin", action="store_true")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="cajex-bench-"))
@@ -236,6 +243,12 @@ def main() -> None:
         }
         app = psycopg.connect(pg.url("cajex", "cajex_app"))
         base = psycopg.connect(pg.url())  # superuser: no RLS, hand-scoped queries
+        placement = (
+            {"pinned": False, "why": "--no-pin"}
+            if args.no_pin
+            else pin_apart([app.info.backend_pid, base.info.backend_pid])
+        )
+        say(f"placement: {placement}")
         say(f"measuring at 100 workspaces ({args.iterations} iterations)")
         small = measure(
             app, base, secret, targets, sessions, project_ids, args.iterations
@@ -266,6 +279,7 @@ def main() -> None:
         "bench": "rls_overhead",
         "workspaces": args.workspaces,
         "projects": args.projects + args.large,
+        "placement": placement,
         "at_100_workspaces": small,
         "at_scale": large,
         "p50_ratio": worst_p50,
