@@ -122,9 +122,18 @@ def in_context(
     except BaseException:
         _rollback(conn)
         raise
+    status = conn.info.transaction_status
+    if status == psycopg.pq.TransactionStatus.INERROR:
+        # The body caught a database error and went on: PostgreSQL would
+        # answer COMMIT with a silent ROLLBACK, and the caller would take
+        # its writes for done.
+        _rollback(conn)
+        raise psycopg.errors.InFailedSqlTransaction(
+            "a statement in this transaction failed, so nothing was committed"
+        )
     # The body may have committed itself (a statement pipelined with its
     # COMMIT, cajex.ai.gateway), so no lock waits a round trip.
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if status != psycopg.pq.TransactionStatus.IDLE:
         _run(conn, b"COMMIT")
 
 

@@ -66,11 +66,16 @@ class World:
     def as_user(
         self, user: TestUser, workspace: TestWorkspace | str | None = None, conn=None
     ):
-        """A transaction in `user`'s context (optionally in `workspace`)."""
+        """A transaction in `user`'s context (optionally in `workspace`).
+
+        A test may expect a refusal inside it and catch the error; the
+        transaction then ends in a rollback (db.in_context would raise).
+        """
         conn = conn or self.conn
         ref = workspace.slug if isinstance(workspace, TestWorkspace) else workspace
         with db.in_context(conn, user.token(), ref) as opened:
             yield conn, opened
+            _end_refused(conn)
 
     @contextlib.contextmanager
     def as_job(self, workspace: TestWorkspace, label: str = "test", conn=None):
@@ -81,6 +86,7 @@ class World:
             str(workspace.id),
         ) as opened:
             yield conn, opened
+            _end_refused(conn)
 
     # -- factories -------------------------------------------------------------
 
@@ -156,3 +162,9 @@ class World:
             sess["sid"] = str(user.session_id)
             sess["sk"] = user.session_secret
             sess["csrf"] = "test-csrf-token"
+
+
+def _end_refused(conn: psycopg.Connection) -> None:
+    """Roll back a transaction whose expected error the test caught."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        conn.pgconn.exec_(b"ROLLBACK")

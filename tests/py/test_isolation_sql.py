@@ -630,6 +630,28 @@ def test_cannot_open_a_context_with_quotes_or_escapes_in_its_parts(
             assert opened.workspace_id == victim.ws.id
 
 
+def test_a_swallowed_database_error_commits_nothing(world):
+    """A body that catches a failed statement and goes on gets an error, not a silent rollback."""
+    ws = world.workspace(plan="team")
+    with world.app_connection() as conn:
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            with db.in_context(conn, ws.owner.token(), ws.slug):
+                conn.execute(
+                    "select * from cajex.create_project('kept?', '', '{}', 'active')"
+                )
+                try:
+                    conn.execute("select 1 / 0")
+                except psycopg.errors.DivisionByZero:
+                    pass
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with db.in_context(conn, ws.owner.token(), ws.slug) as opened:
+            assert opened.workspace_id == ws.id
+    names = world.admin.execute(
+        "select name from cajex.projects where workspace_id = %s", (ws.id,)
+    ).fetchall()
+    assert names == []
+
+
 def test_cannot_use_request_roles_to_write_tables_directly(world, tables):
     """cajex_app holds no insert, update or delete privilege on any workspace-owned table."""
     for role in ("cajex_app", "cajex_api", "cajex_anon", "cajex_authenticator"):
