@@ -104,7 +104,9 @@ def in_context(
 
     Yields what was opened; when nothing was (bad token, dead session, not a
     member, workspace deleted) the transaction still runs, and RLS shows it
-    nothing. Commits on success, rolls back on error.
+    nothing. Commits on success, rolls back on error; a body that caught a
+    database error and returned gets InFailedSqlTransaction, not a silent
+    rollback.
 
     A browser's session credential (context.session_credential) travels in
     transaction-local settings and is verified by the policies themselves
