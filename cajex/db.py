@@ -118,8 +118,8 @@ def in_context(
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("in_context() must start its own transaction")
-    row = _open(conn, token, workspace)
     try:
+        row = _open(conn, token, workspace)
         yield OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
     except BaseException:
         _rollback(conn)
