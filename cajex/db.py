@@ -223,14 +223,8 @@ def _run(conn: psycopg.Connection, command: bytes):
             errors="replace"
         )
         raise psycopg.OperationalError(message.strip() or "the connection was lost")
-    _rollback_failed(conn)
+    _rollback(conn)
     raise psycopg.errors.error_from_result(result, encoding=pgconn._encoding)
-
-
-def _rollback_failed(conn: psycopg.Connection) -> None:
-    """End a transaction an error aborted (the caller raises the error)."""
-    if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-        conn.pgconn.exec_(b"ROLLBACK")
 
 
 def _rollback(conn: psycopg.Connection) -> None:
