@@ -264,10 +264,9 @@ begin
     from cajex.workspaces w
     join cajex.plans p on p.code = w.plan
     where w.id = v_workspace), false)
-    -- A workspace limited for non-payment (functions/500) has AI paused.
-    and not (p_feature = 'ai' and exists (
-      select from cajex.workspace_billing b
-      where b.workspace_id = v_workspace and b.grace_until <= now()));
+    -- A workspace limited for non-payment (functions/500) has AI paused,
+    -- for members too, who may not read the billing row themselves.
+    and not (p_feature = 'ai' and cajex_private.context_billing_limited());
 end;
 $$;
 

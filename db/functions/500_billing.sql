@@ -79,19 +79,25 @@ create trigger memberships_count_seats
 
 --------------------------------------------------------------------------------
 -- Gates. Limited: the grace period after a failed payment is over. Checked
--- by cajex_private.require_seat and cajex.workspace_has_feature('ai')
--- (functions/020), so every path that adds a seat or spends AI tokens agrees.
-create or replace function cajex_private.billing_limited(p_workspace_id uuid)
+-- by cajex_private.require_seat, cajex.workspace_has_feature('ai') and
+-- cajex_private.ai_plan_terms, so every path that adds a seat or spends AI
+-- tokens agrees. The billing row is for billing readers only, so a member's
+-- call reads it here, as cajex_definer, and only the open workspace's.
+drop function if exists cajex_private.billing_limited(uuid);
+create or replace function cajex_private.context_billing_limited()
 returns boolean
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce((select b.grace_until <= now() from cajex.workspace_billing b
-                   where b.workspace_id = p_workspace_id), false);
+begin
+  return coalesce((select b.grace_until <= now() from cajex.workspace_billing b
+                   where b.workspace_id = (select c.workspace_id from cajex_private.context c)),
+                  false);
+end;
 $$;
-alter function cajex_private.billing_limited(uuid) owner to cajex_definer;
+alter function cajex_private.context_billing_limited() owner to cajex_definer;
 
 -- What a move to p_plan would break, one row per limit: 'seats' (more active
 -- members than the plan allows), 'sso' (an enabled SSO connection), 'scim'

@@ -144,9 +144,12 @@ $$;
 drop function if exists cajex_private.ai_period_limit(bigint);
 
 -- What the plan says about AI: whether it includes AI at all (the test of
--- cajex.workspace_has_feature('ai'), here with a cached plan), and its
--- token quota per calendar month (cajex.plans.ai_monthly_tokens from
--- billing; null when the plan sets none).
+-- cajex.workspace_has_feature('ai'): the plan's features, and no payment
+-- limit), and its token quota per calendar month (cajex.plans.ai_monthly_tokens
+-- from billing; null when the plan sets none). Owned by cajex_definer, like
+-- cajex_private.context_billing_limited: a member's reservation must see the
+-- billing row, which only billing readers may read. It reads the open
+-- workspace's rows only, and reads the context once.
 create or replace function cajex_private.ai_plan_terms(out allows_ai boolean, out monthly_tokens bigint)
 language plpgsql
 stable
@@ -154,13 +157,17 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  select 'ai' = any (p.features), p.ai_monthly_tokens
+  select 'ai' = any (p.features) and not coalesce(b.grace_until <= now(), false),
+         p.ai_monthly_tokens
     into allows_ai, monthly_tokens
-  from cajex.workspaces w join cajex.plans p on p.code = w.plan
+  from cajex.workspaces w
+  join cajex.plans p on p.code = w.plan
+  left join cajex.workspace_billing b on b.workspace_id = w.id
   where w.id = (select c.workspace_id from cajex_private.context c);
   allows_ai := coalesce(allows_ai, false);
 end;
 $$;
+alter function cajex_private.ai_plan_terms() owner to cajex_definer;
 
 create or replace function cajex_private.ai_period_start(p_period text)
 returns date

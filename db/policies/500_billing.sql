@@ -34,14 +34,13 @@ grant execute on function
   cajex_private.record_seat_sync(bigint, integer),
   cajex_private.deletion_billing_state(uuid, boolean),
   cajex_private.record_deletion_cancel(uuid, boolean),
-  cajex_private.apply_stripe_event(text, text, bigint, text, jsonb),
-  cajex_private.billing_limited(uuid)
+  cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)
   to cajex_app;
 grant execute on all functions in schema cajex_private to cajex_definer;
 -- Called from the business functions, which run as cajex_owner.
 grant execute on function
   cajex.seat_count(uuid),
-  cajex_private.billing_limited(uuid)
+  cajex_private.context_billing_limited()
   to cajex_owner;
 
 grant select on api.billing to cajex_api;

@@ -178,6 +178,51 @@ def test_plan_without_ai_refuses_without_decrypting(world, master, fake, monkeyp
     assert fake.requests == []
 
 
+def test_a_workspace_limited_for_non_payment_gets_no_ai_until_paid(
+    world, two, master, fake
+):
+    a, b = two
+    configure(world, a, master, fake)
+    configure(world, b, master, fake)
+    with world.as_user(a.owner, a) as (conn, _):
+        conn.execute("select cajex.record_stripe_customer('cus_aiunpaid')")
+
+    def grace_ends(when: str) -> None:
+        world.admin.execute(
+            "update cajex.workspace_billing set payment_failed_at = now() - interval '8 days',"
+            f" grace_until = now() + interval '{when}' where workspace_id = %s",
+            (a.id,),
+        )
+
+    # Inside the grace period nothing is limited.
+    grace_ends("1 day")
+    assert ask(world, a, master).output_tokens == 25
+    grace_ends("-1 second")
+    before = counters(world, a)
+    member = world.member(a, role="member")
+    # Members may not read the billing row, and are limited all the same.
+    for user in (a.owner, member):
+        with pytest.raises(AppError) as err:
+            ask(world, a, master, user=user)
+        assert (err.value.status, err.value.code) == (402, "plan_feature")
+        with world.as_user(user, a) as (conn, _):
+            assert not conn.execute(
+                "select cajex.workspace_has_feature('ai') as ok"
+            ).fetchone()["ok"]
+            status = conn.execute("select cajex.ai_status() as s").fetchone()["s"]
+            assert status["plan_allows"] is False
+    # Nothing was reserved and the provider was not called; the other
+    # workspace is untouched.
+    assert counters(world, a) == before and len(fake.requests) == 1
+    assert ask(world, b, master).output_tokens == 25
+    world.admin.execute(
+        "update cajex.workspace_billing set payment_failed_at = null, grace_until = null"
+        " where workspace_id = %s",
+        (a.id,),
+    )
+    assert ask(world, a, master).output_tokens == 25
+
+
 def test_never_configured_is_off(world, two, master):
     a, _ = two
     with pytest.raises(AppError) as err:
