@@ -1,9 +1,10 @@
 """What the AI budget and the gateway cost, measured side by side.
 
 1. Reservations: 16 clients on one workspace each run whole reservation
-   transactions as the gateway does (cajex.db.in_context as a job, then
-   cajex_private.ai_reserve: permission, plan, settings, one conditional
-   update of the workspace's counter row), against the same 16 clients
+   transactions as the gateway does (cajex.db.commit_with: BEGIN, the
+   member's context and its check, cajex_private.ai_reserve (permission,
+   plan, settings, one conditional update of the workspace's counter row)
+   and COMMIT in one message), against the same 16 clients
    running plain `update ... set n = n + 1` transactions on one row. Both
    serialise on one row lock; the rounds alternate so machine load hits both
    alike. Target: reservations per second >= 0.5x the plain updates.
@@ -64,27 +65,24 @@ def say(msg: str) -> None:
 
 
 def _reserve_client(args) -> tuple[float, float, int]:
-    url, token, slug, count, barrier = args
+    url, token, slug, workspace_id, count, barrier = args
     conn = psycopg.connect(url, row_factory=dict_row)
     try:
         for _ in range(20):  # warm the session's plan cache
-            assert _reserve_once(conn, token, slug)["status"] == "ok"
+            assert _reserve_once(conn, token, slug, workspace_id)["status"] == "ok"
         barrier.wait()
         started = time.perf_counter()
         for _ in range(count):
-            assert _reserve_once(conn, token, slug)["status"] == "ok"
+            assert _reserve_once(conn, token, slug, workspace_id)["status"] == "ok"
         return started, time.perf_counter(), count
     finally:
         conn.close()
 
 
-def _reserve_once(conn, token: str, slug: str) -> dict:
-    """The gateway's reservation transaction: the context, then reserve and COMMIT together."""
-    with db.in_context(conn, token, slug):
-        with conn.pipeline():
-            cur = conn.execute(RESERVE)
-            conn.execute("commit")
-        return cur.fetchone()
+def _reserve_once(conn, token: str, slug: str, workspace_id) -> dict:
+    """The gateway's reservation transaction (cajex.db.Scope.commit_with):
+    BEGIN, the context and its check, the reservation and COMMIT in one message."""
+    return db.commit_with(conn, token, slug, RESERVE, expect=workspace_id)[1][0]
 
 
 def _plain_client(args) -> tuple[float, float, int]:
@@ -103,17 +101,21 @@ def _plain_client(args) -> tuple[float, float, int]:
 
 
 def _plain_in_context_client(args) -> tuple[float, float, int]:
-    """The same transaction as a reservation (the member's verified context,
-    then the statement and COMMIT together), with a plain one-row update as
-    the statement. As the superuser, who may update the row directly."""
-    url, token, slug, count, barrier = args
+    """The same transaction as a reservation (one message: the member's
+    verified context and its check, the statement, COMMIT), with a plain
+    one-row update as the statement. As the superuser, who may update the
+    row directly."""
+    url, token, slug, workspace_id, count, barrier = args
     conn = psycopg.connect(url)
 
     def once():
-        with db.in_context(conn, token, slug):
-            with conn.pipeline():
-                conn.execute("update bench_counter set n = n + 116 where id = 1")
-                conn.execute("commit")
+        db.commit_with(
+            conn,
+            token,
+            slug,
+            "update bench_counter set n = n + 116 where id = 1",
+            expect=workspace_id,
+        )
 
     try:
         for _ in range(20):
@@ -129,13 +131,13 @@ def _plain_in_context_client(args) -> tuple[float, float, int]:
 
 def _spend_client(args) -> tuple[int, int, int]:
     """Reserve and settle until refused: (calls made, refusals, most tokens seen taken)."""
-    url, token, slug, barrier = args
+    url, token, slug, workspace_id, barrier = args
     conn = psycopg.connect(url, row_factory=dict_row)
     ok = peak = 0
     try:
         barrier.wait()
         while True:
-            row = _reserve_once(conn, token, slug)
+            row = _reserve_once(conn, token, slug, workspace_id)
             if row["status"] != "ok":
                 return ok, 1, peak
             with db.in_context(conn, token, slug):
@@ -181,7 +183,8 @@ def overspend(world, ws, users, app_url, pool, manager, master, calls: int) -> d
     )
     barrier = manager.Barrier(CLIENTS)
     results = pool.map(
-        _spend_client, [(app_url, u.token(3600), ws.slug, barrier) for u in users]
+        _spend_client,
+        [(app_url, u.token(3600), ws.slug, ws.id, barrier) for u in users],
     )
     final = world.admin.execute(
         "select used_tokens, reserved_tokens from cajex.ai_budget_counters"
@@ -244,8 +247,7 @@ def gateway_overhead(world, ws, master, provider_url: str, calls: int) -> dict:
                 spent.clear()
                 t0 = time.perf_counter()
                 gateway.complete(
-                    lambda: world.as_user(ws.owner, ws, conn=conn),
-                    ws.id,
+                    world.scope(ws.owner, ws, conn=conn),
                     "project_summary",
                     "Summarise: the payments platform",
                 )
@@ -345,7 +347,7 @@ def main() -> None:
                     barrier = manager.Barrier(CLIENTS)
                     if name == "reserve":
                         jobs = [
-                            (app_url, u.token(3600), ws.slug, args.ops, barrier)
+                            (app_url, u.token(3600), ws.slug, ws.id, args.ops, barrier)
                             for u in users
                         ]
                         rate = run_clients(pool, _reserve_client, jobs)
@@ -356,7 +358,7 @@ def main() -> None:
                         plain_rates.append(rate)
                     else:
                         jobs = [
-                            (pg.url(), u.token(3600), ws.slug, args.ops, barrier)
+                            (pg.url(), u.token(3600), ws.slug, ws.id, args.ops, barrier)
                             for u in users
                         ]
                         rate = run_clients(pool, _plain_in_context_client, jobs)

@@ -11,10 +11,10 @@ import contextlib
 import dataclasses
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
-from psycopg import sql
+from psycopg import generators, sql
 from psycopg.adapt import Transformer
 from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
@@ -148,10 +148,26 @@ _CREDENTIAL = re.compile(
 _SLUG = re.compile(rb"[a-z0-9-]{0,64}")
 
 
-def _opening(conn: psycopg.Connection, token: str, workspace: str | None) -> bytes:
-    """BEGIN, the context and its check, as one simple-query message."""
+def _opening(
+    conn: psycopg.Connection,
+    token: str,
+    workspace: str | None,
+    expect: uuid.UUID | None = None,
+) -> bytes:
+    """BEGIN, the context and its check, as one simple-query message.
+
+    With `expect`, the check is cajex_private.expect_context, which fails
+    the transaction unless that workspace opened.
+    """
+    guard = (
+        sql.SQL("; select * from cajex_private.expect_context({})")
+        .format(sql.Literal(uuid.UUID(str(expect))))
+        .as_bytes(conn)
+        if expect is not None
+        else None
+    )
     if not token.startswith("v2."):
-        return (
+        opening = (
             sql.SQL(
                 "begin; select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
                 + _PERMISSIONS
@@ -160,29 +176,30 @@ def _opening(conn: psycopg.Connection, token: str, workspace: str | None) -> byt
             .format(sql.Literal(token), sql.Literal(workspace))
             .as_bytes(conn)
         )
-    _prepare(conn)
+        return opening + guard if guard else opening
+    if guard is None:
+        _prepare(conn)
     credential, slug = token.encode(), (workspace or "").encode()
     if _CREDENTIAL.fullmatch(credential) and _SLUG.fullmatch(slug):
-        return b"".join(
+        settings = b"".join(
             (
                 b"begin; select set_config('cajex.context', '",
                 credential,
                 b"', true), set_config('cajex.workspace', '",
                 slug,
-                b"', true); execute ",
-                _CHECK.encode(),
+                b"', true)",
             )
         )
-    return (
-        sql.SQL(
-            "begin; select set_config('cajex.context', {}, true),"
-            " set_config('cajex.workspace', {}, true); execute {}"
+    else:
+        settings = (
+            sql.SQL(
+                "begin; select set_config('cajex.context', {}, true),"
+                " set_config('cajex.workspace', {}, true)"
+            )
+            .format(sql.Literal(token), sql.Literal(workspace or ""))
+            .as_bytes(conn)
         )
-        .format(
-            sql.Literal(token), sql.Literal(workspace or ""), sql.Identifier(_CHECK)
-        )
-        .as_bytes(conn)
-    )
+    return settings + (guard or b"; execute " + _CHECK.encode())
 
 
 def _open(conn: psycopg.Connection, token: str, workspace: str | None) -> tuple | None:
@@ -207,6 +224,87 @@ def _open(conn: psycopg.Connection, token: str, workspace: str | None) -> tuple 
     loader = Transformer.from_context(conn)
     loader.set_pgresult(result)
     return loader.load_row(0, tuple)
+
+
+def commit_with(
+    conn: psycopg.Connection,
+    token: str,
+    workspace: str | None,
+    query: str,
+    params: tuple = (),
+    *,
+    expect: uuid.UUID | None = None,
+) -> tuple[OpenedContext, list[dict]]:
+    """A whole transaction in one round trip: BEGIN, the context and its
+    check, `query` and COMMIT, sent as one simple-query message.
+
+    For short writes on a contended row (the AI budget's counter): the row
+    lock is held only while the server works, and the transaction costs one
+    round trip instead of two. `params` are bound client-side by psycopg.
+    With `expect` (a workspace id), nothing runs unless the context opened
+    that workspace (cajex_private.expect_context raises CXNCX). Returns what
+    was opened and the query's rows; an error rolls back and is raised.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("commit_with() must start its own transaction")
+    statement = psycopg.ClientCursor(conn).mogrify(query, params)
+    message = b"; ".join(
+        (
+            _opening(conn, token, workspace, expect),
+            statement.encode(conn.info.encoding),
+            b"commit",
+        )
+    )
+    try:
+        check, result = _exchange(conn, message)[-3:-1]
+    except psycopg.errors.InvalidSqlStatementName:
+        conn._cajex_check_prepared = False
+        _prepare(conn)
+        check, result = _exchange(conn, message)[-3:-1]
+    loader = Transformer.from_context(conn)
+    loader.set_pgresult(check)
+    row = loader.load_row(0, tuple) if check.ntuples else None
+    opened = OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
+    loader.set_pgresult(result)
+    names = [result.fname(i).decode() for i in range(result.nfields)]
+    rows = [
+        dict(zip(names, loader.load_row(i, tuple), strict=True))
+        for i in range(result.ntuples)
+    ]
+    return opened, rows
+
+
+def _exchange(conn: psycopg.Connection, message: bytes) -> list:
+    """Send a simple-query message of several statements; every result, or
+    the error one of them raised (the transaction rolled back)."""
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    pgconn = conn.pgconn
+    try:
+        pgconn.send_query(message)
+        results = conn.wait(generators.execute(pgconn))
+    except psycopg.OperationalError:
+        raise
+    except BaseException:
+        # Interrupted while waiting: the connection's state is unknown.
+        conn.close()
+        raise
+    failed = results[-1] if results else None
+    if failed is not None and failed.status in (
+        ExecStatus.TUPLES_OK,
+        ExecStatus.COMMAND_OK,
+    ):
+        return results
+    if pgconn.status != psycopg.pq.ConnStatus.OK or failed is None:
+        message_text = (
+            (failed.error_message if failed is not None else b"")
+            or pgconn.error_message
+        ).decode(errors="replace")
+        raise psycopg.OperationalError(
+            message_text.strip() or "the connection was lost"
+        )
+    _rollback(conn)
+    raise psycopg.errors.error_from_result(failed, encoding=pgconn._encoding)
 
 
 def _run(conn: psycopg.Connection, command: bytes):
@@ -235,6 +333,30 @@ def _rollback(conn: psycopg.Connection) -> None:
         and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     ):
         conn.pgconn.exec_(b"ROLLBACK")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """Where short transactions of one workspace run, each whole in one round
+    trip (commit_with): a source of connections, the credential and the
+    workspace reference of the context, and the workspace id it must open.
+    """
+
+    connection: Callable[[], contextlib.AbstractContextManager[psycopg.Connection]]
+    token: str
+    workspace: str | None
+    workspace_id: uuid.UUID
+
+    def commit_with(self, query: str, params: tuple = ()) -> list[dict]:
+        with self.connection() as conn:
+            return commit_with(
+                conn,
+                self.token,
+                self.workspace,
+                query,
+                params,
+                expect=self.workspace_id,
+            )[1]
 
 
 @contextlib.contextmanager

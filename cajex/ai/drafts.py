@@ -1,7 +1,7 @@
 """The product's AI feature: a draft written from a project's own fields, a
 project summary or a decision record, through the one gateway.
 
-Contract: `draft(gateway, tx, workspace_id, kind, project)` returns the
+Contract: `draft(gateway, scope, kind, project)` returns the
 gateway's `AIResult` (text and token cost) or raises its `AppError`. Nothing
 is stored: the person reads the draft and copies what they keep. The prompt
 holds only the project's name, status, tags and description, so a draft can
@@ -60,7 +60,7 @@ def prompt_for(kind: str, project: dict) -> tuple[str, str]:
     return _SYSTEM[kind], prompt
 
 
-def draft(gateway: Gateway, tx, workspace_id, kind: str, project: dict) -> AIResult:
-    """Draft `kind` for `project` through `gateway` (see Gateway.complete for `tx`)."""
+def draft(gateway: Gateway, scope, kind: str, project: dict) -> AIResult:
+    """Draft `kind` for `project` through `gateway` in `scope` (cajex.db.Scope)."""
     system, prompt = prompt_for(kind, project)
-    return gateway.complete(tx, workspace_id, KINDS[kind], prompt, system=system)
+    return gateway.complete(scope, KINDS[kind], prompt, system=system)

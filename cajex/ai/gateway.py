@@ -1,6 +1,6 @@
 """The one way cajex calls an AI provider.
 
-Contract: `Gateway(master).complete(tx, workspace_id, task, prompt)` returns
+Contract: `Gateway(master).complete(scope, task, prompt)` returns
 an `AIResult` or raises `cajex.errors.AppError` with a stable code:
 
 * `plan_feature` (402): the workspace's plan, or billing, does not allow AI;
@@ -10,16 +10,16 @@ an `AIResult` or raises `cajex.errors.AppError` with a stable code:
 * `ai_timeout` (504), `ai_provider_busy` (503), `ai_provider_error` (502):
   the provider failed; the reservation was returned.
 
-`tx()` returns a context manager for one transaction in the workspace's
-verified context (cajex.db.in_context or as_service; it may yield a
-connection or a (connection, opened) pair). The gateway uses two short
-transactions and never holds one open across the provider call:
+`scope` (cajex.db.Scope) names the workspace's verified context and where
+its connections come from. The gateway runs two short transactions, each
+sent whole in one round trip (cajex.db.commit_with), and never holds one
+open across the provider call:
 
 1. reserve (cajex_private.ai_reserve): refuse at once when AI is off or not
    on the plan, and no key is decrypted then; otherwise one conditional
    update takes the estimated input plus the answer limit from the budget
    (concurrent calls can never overspend), the transaction commits in the
-   same round trip, and the sealed key is opened with the wrapped data key
+   same message, and the sealed key is opened with the wrapped data key
    that came with it;
 2. call the provider with its official client (cajex.ai.providers);
 3. settle (cajex_private.ai_settle): record actual input and output tokens
@@ -29,12 +29,11 @@ transactions and never holds one open across the provider call:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
 
-from cajex import crypto, log, metrics
+from cajex import crypto, db, log, metrics
 from cajex.ai import providers as providers_mod
 from cajex.errors import AppError
 
@@ -129,10 +128,6 @@ def budget_message(row) -> str:
     )
 
 
-def _conn(value):
-    return value[0] if isinstance(value, tuple) else value
-
-
 class Gateway:
     """Reserve, call, settle. `providers` maps a provider name to an adapter."""
 
@@ -142,16 +137,16 @@ class Gateway:
 
     def complete(
         self,
-        tx: Callable[[], contextlib.AbstractContextManager],
-        workspace_id,
+        scope: db.Scope,
         task: str,
         prompt: str,
         *,
         system: str = "You are a concise assistant.",
     ) -> AIResult:
         started = time.perf_counter()
-        row = _commit_with(
-            tx,
+        workspace_id = scope.workspace_id
+        row = _one(
+            scope,
             "select * from cajex_private.ai_reserve(%s, %s)",
             (task, estimate_input_tokens(system, prompt)),
         )
@@ -182,7 +177,7 @@ class Gateway:
         reservation = row["reservation_id"]
         reserved = int(row["reserved_tokens"])
         if api_key is None:
-            self._settle(tx, reservation, row["model"], 0, 0, failed=True)
+            self._settle(scope, reservation, row["model"], 0, 0, failed=True)
             _log.warning("ai.key_unreadable", workspace_id=str(workspace_id))
             raise AppError(
                 409,
@@ -205,7 +200,7 @@ class Gateway:
         try:
             answer = self.providers[request.provider](request)
         except providers_mod.ProviderError as exc:
-            self._settle(tx, reservation, request.model, 0, 0, failed=True)
+            self._settle(scope, reservation, request.model, 0, 0, failed=True)
             _log.warning(
                 "ai.provider_failed",
                 workspace_id=str(workspace_id),
@@ -218,7 +213,7 @@ class Gateway:
                 *_PROVIDER_ERRORS.get(exc.kind, _PROVIDER_ERRORS["failed"])
             ) from None
         except BaseException:
-            self._settle(tx, reservation, request.model, 0, 0, failed=True)
+            self._settle(scope, reservation, request.model, 0, 0, failed=True)
             raise
         provider_seconds = time.perf_counter() - call_started
         settle_started = time.perf_counter()
@@ -230,7 +225,7 @@ class Gateway:
         if answer.output_tokens > limit or len(text) > limit * 8:
             text, truncated = text[: limit * 4], True
         charged = self._settle(
-            tx,
+            scope,
             reservation,
             answer.model or request.model,
             answer.input_tokens,
@@ -264,27 +259,28 @@ class Gateway:
 
     @staticmethod
     def _settle(
-        tx, reservation, model: str, input_tokens: int, output_tokens: int, failed: bool
+        scope: db.Scope,
+        reservation,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        failed: bool,
     ) -> tuple[int, int]:
-        row = _commit_with(
-            tx,
+        row = _one(
+            scope,
             "select * from cajex_private.ai_settle(%s, %s, %s, %s, %s)",
             (reservation, model, input_tokens, output_tokens, failed),
         )
         return (int(row["input_tokens"]), int(row["output_tokens"])) if row else (0, 0)
 
 
-def _commit_with(tx, query: str, params: tuple) -> dict | None:
-    """Run `query` in a transaction of `tx()` and COMMIT in the same round trip.
+def _one(scope: db.Scope, query: str, params: tuple) -> dict | None:
+    """Run `query` in a transaction of its own, committed in the same message.
 
-    Reserving and settling update the workspace's one counter row; sending
-    the COMMIT with the statement (a pipeline) releases its lock as soon as
-    the server is done, instead of a client round trip later, so concurrent
-    calls of one workspace queue only for the server's own work.
+    Reserving and settling update the workspace's one counter row: with the
+    COMMIT in the message, its lock is released as soon as the server is
+    done, and concurrent calls of one workspace queue only for the server's
+    own work.
     """
-    with tx() as value:
-        conn = _conn(value)
-        with conn.pipeline():
-            cur = conn.execute(query, params)
-            conn.execute("commit")
-        return cur.fetchone()
+    rows = scope.commit_with(query, params)
+    return rows[0] if rows else None

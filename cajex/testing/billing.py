@@ -24,8 +24,8 @@ import sys
 import threading
 import time
 import urllib.request
-from urllib.parse import parse_qsl
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 

@@ -88,6 +88,16 @@ class World:
             yield conn, opened
             _end_refused(conn)
 
+    def scope(self, user: TestUser, workspace: TestWorkspace, conn=None) -> db.Scope:
+        """Where `user`'s whole-message transactions in `workspace` run (db.Scope)."""
+        conn = conn or self.conn
+        return db.Scope(
+            lambda: contextlib.nullcontext(conn),
+            user.token(),
+            workspace.slug,
+            workspace.id,
+        )
+
     # -- factories -------------------------------------------------------------
 
     def user(self, email: str | None = None, name: str | None = None) -> TestUser:

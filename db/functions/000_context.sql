@@ -106,6 +106,30 @@ $$;
 comment on function cajex.current_workspace_id() is
   'The workspace of the verified context of this transaction, or null.';
 
+-- The check of a transaction sent whole, in one message (cajex.db.commit_with):
+-- the context's row, as the check of cajex.db.in_context reads it, when the
+-- context opens the workspace the request resolved; otherwise an error, so
+-- that the statements after it in the message never run. (The workspace was
+-- resolved from its slug earlier in the request; a session signed out or a
+-- member removed meanwhile, or a slug that changed hands, opens nothing.)
+create or replace function cajex_private.expect_context(p_workspace_id uuid)
+returns table (workspace_id uuid, workspace_slug text, role text, user_id uuid, permissions text[])
+language plpgsql
+stable
+as $$
+begin
+  return query
+    select c.workspace_id, c.workspace_slug, c.member_role, c.user_id,
+           array(select rp.permission from cajex.role_permissions rp where rp.role = c.member_role)
+    from cajex_private.context c
+    where c.workspace_id = p_workspace_id;
+  if not found then
+    raise exception 'this request''s workspace is not open for its credential'
+      using errcode = 'CXNCX', hint = 'Sign in again and reopen the workspace.';
+  end if;
+end;
+$$;
+
 create or replace function cajex.current_user_id()
 returns uuid
 language plpgsql

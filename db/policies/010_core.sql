@@ -206,6 +206,7 @@ grant execute on function
   cajex.current_actor(), cajex.has_permission(text)
   to cajex_app, cajex_api, cajex_definer;
 grant execute on function cajex_private.open_context(text, text) to cajex_app;
+grant execute on function cajex_private.expect_context(uuid) to cajex_app;
 grant execute on function cajex_private.open_api_context() to cajex_api;
 grant execute on function cajex_private.install_context(uuid, uuid, text, text) to cajex_definer;
 

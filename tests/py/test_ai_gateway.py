@@ -60,9 +60,7 @@ def ask(
     conn=None,
 ):
     gateway = gw.Gateway(master)
-    return gateway.complete(
-        lambda: world.as_user(user or ws.owner, ws, conn=conn), ws.id, task, prompt
-    )
+    return gateway.complete(world.scope(user or ws.owner, ws, conn=conn), task, prompt)
 
 
 def counters(world, ws):

@@ -9,7 +9,6 @@ a key: only the gateway does, and only for a call it has reserved.
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 from cajex.web import auth
@@ -85,28 +84,21 @@ def gateway() -> Gateway:
     return ext["cajex.ai_gateway"]
 
 
-def request_tx():
-    """Transactions for the gateway in the requesting member's context.
+def request_scope() -> db.Scope:
+    """Where the gateway's transactions run: the requesting member's context.
 
     Each is its own pooled connection and commits on its own, so the
     reservation is visible to concurrent requests before the provider is
     called and no transaction stays open across the call. The view's own
-    transaction (g.db) only read the project by then.
+    transaction (g.db) only read the project by then. A member signed out
+    or removed meanwhile opens nothing, and nothing is reserved.
     """
-    token, slug, workspace_id = (
+    return db.Scope(
+        pool().connection,
         auth.user_token(),
         g.workspace.workspace_slug,
         g.workspace.workspace_id,
     )
-
-    @contextlib.contextmanager
-    def tx():
-        with pool().connection() as conn, db.in_context(conn, token, slug) as opened:
-            if opened.workspace_id != workspace_id:  # signed out or removed meanwhile
-                raise AppError(404, "not_found", "not found")
-            yield conn
-
-    return tx
 
 
 # -- reading ---------------------------------------------------------------------

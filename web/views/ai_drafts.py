@@ -4,13 +4,13 @@ gateway and is shown with its token cost; nothing is stored.
 
 The project is read in the view's own transaction (RLS: the open workspace
 only); the gateway then runs its two short transactions on connections of
-its own (cajex.web.views.ai.request_tx).
+its own (cajex.web.views.ai.request_scope).
 """
 
 from __future__ import annotations
 
 from cajex.web.middleware import json_body, parse_uuid, workspace_view
-from cajex.web.views.ai import gateway, request_tx
+from cajex.web.views.ai import gateway, request_scope
 from flask import Blueprint, g, jsonify, render_template, request
 
 from cajex.ai import drafts
@@ -38,9 +38,7 @@ def _kind(value) -> str:
 
 
 def _draft(project: dict, kind: str):
-    return drafts.draft(
-        gateway(), request_tx(), g.workspace.workspace_id, kind, project
-    )
+    return drafts.draft(gateway(), request_scope(), kind, project)
 
 
 def _page(project, result=None, kind=None, error=None):
