@@ -3,10 +3,12 @@
 -- configure AI or read billing; members learn on/off through cajex.ai_status().
 
 -- The data key rotation job (secrets.rotate) reads the sealed key to
--- re-encrypt it (cajex.crypto.rotate_workspace_key).
+-- re-encrypt it (cajex.crypto.rotate_workspace_key). The request role's
+-- policy: the AI functions (cajex_owner) read through their own policy below
+-- and do not evaluate these permission checks on every statement.
 drop policy if exists "ai admins can read their ai settings" on cajex.ai_settings;
 create policy "ai admins can read their ai settings" on cajex.ai_settings
-  for select using (workspace_id = (select c.workspace_id from cajex_private.context c)
+  for select to cajex_app using (workspace_id = (select c.workspace_id from cajex_private.context c)
                     and ((select cajex.has_permission('ai.configure'))
                          or (select cajex.has_permission('secrets.rotate'))));
 
@@ -45,12 +47,13 @@ create policy "the context can use its ai reservations" on cajex.ai_reservations
 
 drop policy if exists "ai and billing readers can read ai usage" on cajex.ai_usage;
 create policy "ai and billing readers can read ai usage" on cajex.ai_usage
-  for select using (workspace_id = (select c.workspace_id from cajex_private.context c)
+  for select to cajex_app using (workspace_id = (select c.workspace_id from cajex_private.context c)
                     and ((select cajex.has_permission('ai.configure'))
                          or (select cajex.has_permission('billing.read'))));
 
 -- ai_settle adds to a day's row with insert ... on conflict do update, which
--- must read the row it adds to, whoever asked (see the settings above).
+-- must read the row it adds to, whoever asked (see the settings above). The
+-- readers' policy above is the request role's only.
 drop policy if exists "the ai functions can read the context's ai usage" on cajex.ai_usage;
 create policy "the ai functions can read the context's ai usage" on cajex.ai_usage
   for select to cajex_owner
