@@ -89,8 +89,8 @@ def _deletion_follow_up(ctx: registry.JobContext, deleted: bool) -> None:
         return
     with ctx.pool.connection() as conn:
         row = conn.execute(
-            "select * from cajex_private.deletion_billing_state(%s, %s)",
-            (ctx.workspace_id, deleted),
+            "select * from cajex_private.deletion_billing_state(%s, %s, %s)",
+            (ctx.workspace_id, deleted, ctx.id),
         ).fetchone()
         conn.commit()
     if row is None:
@@ -108,8 +108,8 @@ def _deletion_follow_up(ctx: registry.JobContext, deleted: bool) -> None:
     )
     with ctx.pool.connection() as conn:
         conn.execute(
-            "select cajex_private.record_deletion_cancel(%s, %s)",
-            (ctx.workspace_id, deleted),
+            "select cajex_private.record_deletion_cancel(%s, %s, %s)",
+            (ctx.workspace_id, deleted, ctx.id),
         )
         conn.commit()
     _logger.info(

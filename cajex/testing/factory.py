@@ -142,9 +142,18 @@ class World:
         user: TestUser | None = None,
         role: str = "member",
     ) -> TestUser:
+        """`user` (or a new one) made a member of `workspace`, as a fixture:
+        written directly, past the plan's seats and the rules of the ways in
+        (invitations, SSO, SCIM and cajex_private.add_member), which their
+        own tests exercise. The seat counter follows (its trigger)."""
         user = user or self.user()
-        with self.as_user(workspace.owner, workspace) as (conn, _):
-            conn.execute("select cajex_private.add_member(%s, %s)", (user.id, role))
+        self.admin.execute(
+            "insert into cajex.memberships (workspace_id, user_id, role) values (%s, %s, %s)"
+            " on conflict (workspace_id, user_id) do update"
+            " set role = excluded.role, status = 'active'"
+            " where cajex.memberships.role <> 'owner'",
+            (workspace.id, user.id, role),
+        )
         return user
 
     def project(

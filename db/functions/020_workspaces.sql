@@ -182,6 +182,21 @@ end;
 $$;
 alter function cajex.seat_count(uuid) owner to cajex_definer;
 
+-- The open workspace's seats, for its pages. seat_count(uuid) answers for
+-- any workspace, so only the functions get it; requests get this one.
+create or replace function cajex.context_seat_count()
+returns integer
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return cajex.seat_count((select c.workspace_id from cajex_private.context c));
+end;
+$$;
+alter function cajex.context_seat_count() owner to cajex_definer;
+
 -- What an organisation owner sees of its workspaces: names, plans, seats.
 create or replace function cajex.organisation_workspaces(p_organisation_id uuid)
 returns table (workspace_id uuid, slug text, name text, plan text, status text, seats integer)
@@ -219,19 +234,34 @@ $$;
 alter function cajex.my_organisations() owner to cajex_definer;
 
 --------------------------------------------------------------------------------
--- Adding a member directly, in the open workspace: used by SSO just-in-time
--- provisioning, SCIM and the demo loader (people normally arrive by
--- invitation). Runs as cajex_owner, so RLS keeps it inside the context.
+-- Adding a member directly, in the open workspace: used by the demo loader
+-- and the tests' factory (people normally arrive by invitation, SSO or
+-- SCIM). Runs as cajex_owner, so RLS keeps it inside the context, and holds
+-- to the rules of the other ways in: a seat on the plan (and no payment
+-- limit), and only the owner makes admins.
 create or replace function cajex_private.add_member(p_user_id uuid, p_role text)
 returns void
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
 begin
   perform cajex_private.require_permission('member.invite');
   if p_role not in ('admin', 'member', 'viewer') then
     raise exception 'a new member is an admin, member or viewer' using errcode = 'CXINV', detail = 'role';
+  end if;
+  if p_role = 'admin' and (select cajex.current_member_role()) not in ('owner', 'system') then
+    raise exception 'only the owner grants or withdraws the admin role'
+      using errcode = 'CXFBD', detail = 'role', hint = 'Ask the workspace''s owner.';
+  end if;
+  -- Locks the workspace row (as invitations do), so concurrent additions
+  -- cannot pass the plan's seats together.
+  perform from cajex.workspaces w where w.id = v_ws for no key update;
+  if not exists (select from cajex.memberships m
+                 where m.workspace_id = v_ws and m.user_id = p_user_id and m.status = 'active') then
+    perform cajex_private.require_seat(v_ws);
   end if;
   insert into cajex.memberships (workspace_id, user_id, role)
   values ((select cajex.current_workspace_id()), p_user_id, p_role)

@@ -506,18 +506,9 @@ end;
 $$;
 alter function cajex.set_signin_methods(text[]) owner to cajex_owner;
 
--- A workspace's row as jsonb for email branding: whatever branding columns
--- exist today (name always; colours and logo once branding adds them).
-create or replace function cajex_private.email_branding(p_workspace_id uuid)
-returns jsonb
-language sql
-stable
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-  select to_jsonb(w) - 'id' - 'organisation_id' from cajex.workspaces w where w.id = p_workspace_id;
-$$;
-alter function cajex_private.email_branding(uuid) owner to cajex_definer;
+-- (Email branding reads cajex.public_branding_by_id: a workspace's whole row,
+-- as the old email_branding(uuid) returned it to any caller, was too much.)
+drop function if exists cajex_private.email_branding(uuid);
 
 --------------------------------------------------------------------------------
 -- The last used workspace.

@@ -404,6 +404,35 @@ end;
 $$;
 alter function cajex_private.sso_domain_route() owner to cajex_definer;
 
+-- A workspace whose plan no longer includes SSO (a Stripe cancellation or
+-- portal switch, which the plan-change checks cannot stop) stops enforcing
+-- it: enforcement with SSO sign-in refused (cajex_private.sso_provision
+-- requires the feature) would lock every member out, the owner and the
+-- billing page included. Recorded in the workspace's audit log.
+create or replace function cajex_private.plan_lifts_sso_enforcement()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if new.sso_enforced and new.plan is distinct from old.plan
+     and not exists (select from cajex.plans p where p.code = new.plan and 'sso' = any (p.features)) then
+    new.sso_enforced := false;
+    insert into cajex.audit_log (workspace_id, actor, action, target_type, target_id, details)
+    values (new.id, 'system', 'sso.enforcement_lifted', 'workspace', new.id::text,
+            jsonb_build_object('reason', 'plan', 'plan', new.plan));
+  end if;
+  return new;
+end;
+$$;
+alter function cajex_private.plan_lifts_sso_enforcement() owner to cajex_definer;
+
+drop trigger if exists workspaces_plan_lifts_sso_enforcement on cajex.workspaces;
+create trigger workspaces_plan_lifts_sso_enforcement
+  before update of plan on cajex.workspaces
+  for each row execute function cajex_private.plan_lifts_sso_enforcement();
+
 drop trigger if exists sso_domains_route on cajex.sso_domains;
 create trigger sso_domains_route
   after insert or delete on cajex.sso_domains

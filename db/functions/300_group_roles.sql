@@ -158,6 +158,38 @@ begin
 end;
 $$;
 
+-- The workspace's admins, in order: a mapping changed by an admin must leave
+-- them as they were (only the owner makes or unmakes admins).
+create or replace function cajex_private.workspace_admins(p_workspace_id uuid)
+returns uuid[]
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  return array(select m.user_id from cajex.memberships m
+               where m.workspace_id = p_workspace_id and m.role = 'admin' and m.status = 'active'
+               order by m.user_id);
+end;
+$$;
+
+create or replace function cajex_private.require_admins_unchanged(p_workspace_id uuid, p_before uuid[])
+returns void
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (select cajex.current_member_role()) not in ('owner', 'system')
+     and cajex_private.workspace_admins(p_workspace_id) is distinct from p_before then
+    raise exception 'this mapping would make or unmake an admin, which only the owner does'
+      using errcode = 'CXFBD', detail = 'role', hint = 'Ask the workspace''s owner.';
+  end if;
+end;
+$$;
+
 create or replace function cajex_private.recompute_workspace_roles(p_workspace_id uuid)
 returns integer
 language plpgsql
@@ -190,6 +222,7 @@ as $$
 declare
   v_ws uuid := (select cajex.current_workspace_id());
   v_id uuid;
+  v_admins uuid[];
 begin
   perform cajex_private.require_group_mapping_permission();
   if p_group_key is null or char_length(btrim(p_group_key)) not between 1 and 256 then
@@ -199,6 +232,22 @@ begin
     raise exception 'a group grants admin, member or viewer (never owner)'
       using errcode = 'CXINV', detail = 'role';
   end if;
+  -- Groups come from SSO and SCIM: mapping them is part of those features.
+  if not (cajex.workspace_has_feature('sso') or cajex.workspace_has_feature('scim')) then
+    raise exception 'this workspace''s plan does not include SSO or SCIM, which bring the groups'
+      using errcode = 'CXFTR', detail = 'sso',
+        hint = 'Upgrade the workspace''s plan to map groups to roles.';
+  end if;
+  -- As with a member's role, only the owner makes or unmakes admins: a
+  -- mapping to admin, or a change of one, is the owner's.
+  if (p_role = 'admin' or exists (select from cajex.group_role_mappings r
+                                  where r.workspace_id = v_ws and lower(r.group_key) = lower(btrim(p_group_key))
+                                    and r.role = 'admin'))
+     and (select cajex.current_member_role()) not in ('owner', 'system') then
+    raise exception 'only the owner maps a group to the admin role'
+      using errcode = 'CXFBD', detail = 'role', hint = 'Ask the workspace''s owner.';
+  end if;
+  v_admins := cajex_private.workspace_admins(v_ws);
   insert into cajex.group_role_mappings (workspace_id, group_key, role, created_by)
   values (v_ws, btrim(p_group_key), p_role, (select cajex.current_user_id()))
   on conflict (workspace_id, lower(group_key)) do update set role = excluded.role
@@ -206,6 +255,7 @@ begin
   perform cajex_private.write_audit('group_mapping.set', 'group_mapping', v_id::text,
                                     jsonb_build_object('group_key', btrim(p_group_key), 'role', p_role));
   perform cajex_private.recompute_workspace_roles(v_ws);
+  perform cajex_private.require_admins_unchanged(v_ws, v_admins);
   return v_id;
 end;
 $$;
@@ -218,13 +268,22 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_ws uuid := (select cajex.current_workspace_id());
+  v_admins uuid[];
 begin
   perform cajex_private.require_group_mapping_permission();
+  if exists (select from cajex.group_role_mappings r
+             where r.workspace_id = v_ws and r.id = p_id and r.role = 'admin')
+     and (select cajex.current_member_role()) not in ('owner', 'system') then
+    raise exception 'only the owner removes a mapping to the admin role'
+      using errcode = 'CXFBD', detail = 'role', hint = 'Ask the workspace''s owner.';
+  end if;
+  v_admins := cajex_private.workspace_admins(v_ws);
   delete from cajex.group_role_mappings r where r.workspace_id = v_ws and r.id = p_id;
   if not found then
     raise exception 'no such mapping' using errcode = 'CXNFD', detail = 'group_mapping';
   end if;
   perform cajex_private.write_audit('group_mapping.deleted', 'group_mapping', p_id::text, '{}');
   perform cajex_private.recompute_workspace_roles(v_ws);
+  perform cajex_private.require_admins_unchanged(v_ws, v_admins);
 end;
 $$;

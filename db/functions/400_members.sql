@@ -196,6 +196,11 @@ begin
       select count(*)::integer from cajex.invitations i
       where i.workspace_id = v_ws and i.status = 'pending' and i.expires_at > now());
   end if;
+  -- Past the grace period of a failed payment no seat is free, on any plan
+  -- (as invite_one and require_seat have it).
+  if cajex_private.context_billing_limited() then
+    v_free := 0;
+  end if;
   return query
   with listed as (
     select coalesce(r.line, r.n::integer) as line,

@@ -172,6 +172,10 @@ begin
     raise exception 'a plan change comes from offline billing or Stripe'
       using errcode = 'CXINV', detail = 'source';
   end if;
+  -- The workspace row first: invitations being accepted hold it, so the
+  -- limits below are read after they commit (or before they start), never
+  -- in between.
+  select w.plan into v_old from cajex.workspaces w where w.id = v_ws for update;
   select min(b.limit_name), string_agg(b.message, '; ' order by b.limit_name)
   into v_first, v_all
   from cajex.plan_change_blockers(p_plan) b;
@@ -186,7 +190,6 @@ begin
     raise exception 'this workspace is billed through Stripe: change the plan there'
       using errcode = 'CXINV', detail = 'source';
   end if;
-  select w.plan into v_old from cajex.workspaces w where w.id = v_ws for update;
   if v_old = p_plan then
     return;
   end if;
@@ -300,37 +303,77 @@ end;
 $$;
 
 -- A deleted workspace opens no context, so its billing follow-up reads and
--- writes by id. p_deleted: the workspace must be deleted (cancel) or active
--- again (undo). Returns the subscription to act on, or nothing.
-create or replace function cajex_private.deletion_billing_state(p_workspace_id uuid, p_deleted boolean)
-returns table (stripe_subscription_id text, cancel_at_period_end boolean, cancel_reason text)
-language sql
+-- writes by id, fenced by its own job: only while the outbox job of that
+-- workspace's deletion (p_deleted) or restore is running do these answer or
+-- write, so a request can neither read another workspace's subscription nor
+-- mark it cancelled. p_deleted: the workspace must be deleted (cancel) or
+-- active again (undo). Returns the subscription to act on, or nothing.
+drop function if exists cajex_private.deletion_billing_state(uuid, boolean);
+drop function if exists cajex_private.record_deletion_cancel(uuid, boolean);
+
+create or replace function cajex_private.deletion_job_running(
+  p_workspace_id uuid, p_deleted boolean, p_job_id bigint)
+returns boolean
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+begin
+  return exists (
+    select from cajex.outbox o
+    where o.id = p_job_id and o.workspace_id = p_workspace_id
+      and o.kind = case when p_deleted then 'billing.workspace_deleted' else 'billing.workspace_restored' end
+      and o.started_at is not null and o.done_at is null);
+end;
+$$;
+alter function cajex_private.deletion_job_running(uuid, boolean, bigint) owner to cajex_definer;
+
+create or replace function cajex_private.deletion_billing_state(
+  p_workspace_id uuid, p_deleted boolean, p_job_id bigint)
+returns table (stripe_subscription_id text, cancel_at_period_end boolean, cancel_reason text)
+language plpgsql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not cajex_private.deletion_job_running(p_workspace_id, p_deleted, p_job_id) then
+    return;
+  end if;
+  return query
   select b.stripe_subscription_id, b.cancel_at_period_end, b.cancel_reason
   from cajex.workspace_billing b join cajex.workspaces w on w.id = b.workspace_id
   where b.workspace_id = p_workspace_id
     and w.status = case when p_deleted then 'deleted' else 'active' end
     and b.stripe_subscription_id is not null
     and b.subscription_status not in ('canceled', 'incomplete_expired');
+end;
 $$;
-alter function cajex_private.deletion_billing_state(uuid, boolean) owner to cajex_definer;
+alter function cajex_private.deletion_billing_state(uuid, boolean, bigint) owner to cajex_definer;
 
-create or replace function cajex_private.record_deletion_cancel(p_workspace_id uuid, p_cancel boolean)
+create or replace function cajex_private.record_deletion_cancel(
+  p_workspace_id uuid, p_cancel boolean, p_job_id bigint)
 returns void
-language sql
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+begin
+  if not cajex_private.deletion_job_running(p_workspace_id, p_cancel, p_job_id) then
+    raise exception 'no running deletion follow-up of this workspace has that job id'
+      using errcode = 'CXNFD', detail = 'job';
+  end if;
   update cajex.workspace_billing b
   set cancel_at_period_end = p_cancel,
       cancel_reason = case when p_cancel then 'workspace_deleted' end, updated_at = now()
-  where b.workspace_id = p_workspace_id
+  from cajex.workspaces w
+  where b.workspace_id = p_workspace_id and w.id = b.workspace_id
+    and w.status = case when p_cancel then 'deleted' else 'active' end
     and (p_cancel or b.cancel_reason = 'workspace_deleted');
+end;
 $$;
-alter function cajex_private.record_deletion_cancel(uuid, boolean) owner to cajex_definer;
+alter function cajex_private.record_deletion_cancel(uuid, boolean, bigint) owner to cajex_definer;
 
 --------------------------------------------------------------------------------
 -- Webhooks. The web app verified the signature and normalised the event's

@@ -216,7 +216,7 @@ grant execute on function
   cajex.my_workspaces(),
   cajex.my_organisations(),
   cajex.organisation_workspaces(uuid),
-  cajex.seat_count(uuid),
+  cajex.context_seat_count(),
   cajex.create_project(text, text, text[], text),
   cajex.update_project(uuid, jsonb),
   cajex.delete_project(uuid)
@@ -253,5 +253,9 @@ grant execute on function
   api.delete_project(uuid)
   to cajex_api;
 grant execute on function cajex_private.add_member(uuid, text) to cajex_app;
+-- Helpers that answer for any workspace id, or act on one without its
+-- context, are the functions' own: a request in one workspace could
+-- otherwise read or change another's (seat counts, group facts, roles).
+revoke execute on function cajex.seat_count(uuid) from cajex_app, cajex_api;
 grant execute on function cajex_private.record_heartbeat(bigint) to cajex_app;
 grant execute on function cajex.workspace_has_feature(text) to cajex_app, cajex_api;

@@ -45,7 +45,6 @@ grant execute on function
   cajex_private.email_delivery_of(bigint),
   cajex_private.dev_mailbox(integer),
   cajex_private.workspace_signin_methods(text),
-  cajex_private.email_branding(uuid),
   cajex_private.touch_session(uuid, text),
   cajex_private.signin_methods_required(uuid, text, text)
   to cajex_app;

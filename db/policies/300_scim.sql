@@ -64,11 +64,15 @@ grant select, insert, update, delete on cajex.group_role_mappings, cajex.member_
 
 grant execute on function
   cajex_private.role_rank(text),
-  cajex_private.recompute_member_role(uuid, uuid),
-  cajex_private.set_member_groups(uuid, uuid, text, text[]),
   cajex.set_group_role_mapping(text, text),
   cajex.delete_group_role_mapping(uuid)
   to cajex_app;
+-- These take any workspace's id and act without its context: only the
+-- provisioning functions (cajex_definer) call them.
+revoke execute on function
+  cajex_private.recompute_member_role(uuid, uuid),
+  cajex_private.set_member_groups(uuid, uuid, text, text[])
+  from cajex_app;
 grant execute on function
   cajex_private.role_rank(text),
   cajex_private.recompute_member_role(uuid, uuid),

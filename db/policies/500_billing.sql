@@ -32,8 +32,8 @@ grant execute on function
   cajex.record_cancellation(boolean),
   cajex_private.seat_sync_state(),
   cajex_private.record_seat_sync(bigint, integer),
-  cajex_private.deletion_billing_state(uuid, boolean),
-  cajex_private.record_deletion_cancel(uuid, boolean),
+  cajex_private.deletion_billing_state(uuid, boolean, bigint),
+  cajex_private.record_deletion_cancel(uuid, boolean, bigint),
   cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)
   to cajex_app;
 grant execute on all functions in schema cajex_private to cajex_definer;

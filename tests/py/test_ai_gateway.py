@@ -182,6 +182,7 @@ def test_a_workspace_limited_for_non_payment_gets_no_ai_until_paid(
     a, b = two
     configure(world, a, master, fake)
     configure(world, b, master, fake)
+    member = world.member(a, role="member")
     with world.as_user(a.owner, a) as (conn, _):
         conn.execute("select cajex.record_stripe_customer('cus_aiunpaid')")
 
@@ -197,7 +198,6 @@ def test_a_workspace_limited_for_non_payment_gets_no_ai_until_paid(
     assert ask(world, a, master).output_tokens == 25
     grace_ends("-1 second")
     before = counters(world, a)
-    member = world.member(a, role="member")
     # Members may not read the billing row, and are limited all the same.
     for user in (a.owner, member):
         with pytest.raises(AppError) as err:

@@ -430,3 +430,54 @@ def test_a_payment_failure_of_another_workspace_limits_only_that_one(world, clie
     post_event(client, failed)
     assert billing(world, a)["payment_failed_at"] is None
     assert billing(world, b)["payment_failed_at"] is not None
+
+
+def test_a_subscription_ended_by_stripe_lifts_sso_enforcement_it_no_longer_pays_for(
+    world, client
+):
+    """Stripe can end an Enterprise subscription whatever our plan-change
+    checks say; a workspace enforcing SSO would then lock everyone out (SSO
+    sign-in needs the plan). Enforcement is lifted, and the audit log says so."""
+    ws, other = world.workspace(), world.workspace(plan="enterprise")
+    with_customer(world, ws, "cus_ssoend")
+    now = int(time.time())
+    created = sub_event(
+        "customer.subscription.created",
+        "cus_ssoend",
+        1,
+        price="cajex-enterprise",
+        created=now - 30,
+    )
+    assert post_event(client, created).get_json() == {"outcome": "applied"}
+    world.admin.execute(
+        "update cajex.workspaces set sso_enforced = true where id = any(%s)",
+        ([ws.id, other.id],),
+    )
+    with world.as_user(ws.owner, ws) as (_, opened):
+        assert opened.workspace_id is None  # a password-style session, refused
+    ended = sub_event(
+        "customer.subscription.deleted",
+        "cus_ssoend",
+        1,
+        price="cajex-enterprise",
+        status="canceled",
+        created=now,
+    )
+    assert post_event(client, ended).get_json() == {"outcome": "applied"}
+    rows = world.admin.execute(
+        "select id, plan, sso_enforced from cajex.workspaces where id = any(%s)",
+        ([ws.id, other.id],),
+    ).fetchall()
+    assert {r["id"]: (r["plan"], r["sso_enforced"]) for r in rows} == {
+        ws.id: ("free", False),
+        other.id: ("enterprise", True),
+    }
+    with world.as_user(ws.owner, ws) as (_, opened):
+        assert opened.workspace_id == ws.id
+    lifted = world.admin.execute(
+        "select workspace_id, details from cajex.audit_log"
+        " where action = 'sso.enforcement_lifted'"
+    ).fetchall()
+    assert lifted == [
+        {"workspace_id": ws.id, "details": {"reason": "plan", "plan": "free"}}
+    ]

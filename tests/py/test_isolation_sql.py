@@ -652,6 +652,73 @@ def test_a_swallowed_database_error_commits_nothing(world):
     assert names == []
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        "select cajex.seat_count(%(b)s)",
+        "select cajex_private.set_member_groups(%(b)s, %(user)s, 'sso', array['eng'])",
+        "select cajex_private.recompute_member_role(%(b)s, %(user)s)",
+        "select cajex_private.email_branding(%(b)s)",
+    ],
+    ids=["seat_count", "set_member_groups", "recompute_member_role", "email_branding"],
+)
+def test_cannot_call_helpers_that_answer_for_any_workspace_id(world, call):
+    """Helpers that take a workspace id and bypass RLS are the functions' own."""
+    a, b = world.workspace(plan="enterprise"), world.workspace(plan="enterprise")
+    with world.app_connection() as conn:
+        with pytest.raises(
+            (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction)
+        ):
+            with world.as_user(a.owner, a, conn=conn) as (c, _):
+                c.execute(call, {"b": b.id, "user": b.owner.id})
+    # What a request may ask instead: its own workspace's seats.
+    with world.as_user(a.owner, a) as (conn, _):
+        assert conn.execute("select cajex.context_seat_count() as n").fetchone()["n"] == 1
+    assert (
+        world.admin.execute(
+            "select count(*) as n from cajex.member_group_facts where workspace_id = %s",
+            (b.id,),
+        ).fetchone()["n"]
+        == 0
+    )
+
+
+def test_cannot_read_or_cancel_another_workspaces_subscription_without_its_job(world):
+    a, b = world.workspace(plan="basic"), world.workspace(plan="basic")
+    world.admin.execute(
+        "insert into cajex.workspace_billing (workspace_id, stripe_customer_id,"
+        " stripe_subscription_id, subscription_status) values (%s, 'cus_b', 'sub_b', 'active')"
+        " on conflict (workspace_id) do update set stripe_customer_id = 'cus_b',"
+        " stripe_subscription_id = 'sub_b', subscription_status = 'active'",
+        (b.id,),
+    )
+    job = world.admin.execute(
+        "insert into cajex.outbox (workspace_id, kind) values (%s, 'email.send') returning id",
+        (b.id,),
+    ).fetchone()["id"]
+    with world.as_user(a.owner, a) as (conn, _):
+        for deleted in (False, True):
+            assert (
+                conn.execute(
+                    "select * from cajex_private.deletion_billing_state(%s, %s, %s)",
+                    (b.id, deleted, job),
+                ).fetchall()
+                == []
+            )
+    with world.app_connection() as conn:
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute(
+                "select cajex_private.record_deletion_cancel(%s, true, %s)", (b.id, job)
+            )
+        assert err.value.sqlstate == "CXNFD"
+    row = world.admin.execute(
+        "select cancel_at_period_end, cancel_reason from cajex.workspace_billing"
+        " where workspace_id = %s",
+        (b.id,),
+    ).fetchone()
+    assert row == {"cancel_at_period_end": False, "cancel_reason": None}
+
+
 def test_cannot_use_request_roles_to_write_tables_directly(world, tables):
     """cajex_app holds no insert, update or delete privilege on any workspace-owned table."""
     for role in ("cajex_app", "cajex_api", "cajex_anon", "cajex_authenticator"):

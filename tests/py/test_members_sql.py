@@ -494,3 +494,101 @@ def test_bulk_list_from_another_workspace_is_refused(world):
             members.invite_rows(conn, PUBLIC, b.slug, [members.BulkRow(1, "x@example.test", "member")])
     assert world.admin.execute(
         "select count(*) as n from cajex.invitations where workspace_id = %s", (b.id,)).fetchone()["n"] == 0
+
+
+# -- the rules of every way in ------------------------------------------------------
+
+
+def limit_for_non_payment(world, ws) -> None:
+    world.admin.execute(
+        "insert into cajex.workspace_billing (workspace_id, payment_failed_at, grace_until)"
+        " values (%s, now() - interval '8 days', now() - interval '1 second')"
+        " on conflict (workspace_id) do update set payment_failed_at = excluded.payment_failed_at,"
+        " grace_until = excluded.grace_until",
+        (ws.id,),
+    )
+
+
+def test_a_direct_addition_takes_a_seat_and_only_the_owner_makes_admins(world):
+    ws = world.workspace(plan="free")  # three seats: the owner holds one
+    admin = world.member(ws, role="admin")
+    people = [world.user(), world.user()]
+    with world.as_user(admin, ws) as (conn, _):
+        with raises_sql("CXFBD"):
+            conn.execute("select cajex_private.add_member(%s, 'admin')", (people[0].id,))
+    with world.as_user(admin, ws) as (conn, _):
+        conn.execute("select cajex_private.add_member(%s, 'member')", (people[0].id,))
+        # Already a member: a role change, no new seat.
+        conn.execute("select cajex_private.add_member(%s, 'viewer')", (people[0].id,))
+    with world.as_user(ws.owner, ws) as (conn, _):
+        with raises_sql("CXPLN"):
+            conn.execute("select cajex_private.add_member(%s, 'member')", (people[1].id,))
+    seats = world.admin.execute("select cajex.seat_count(%s) as n", (ws.id,)).fetchone()["n"]
+    assert seats == 3
+
+
+def test_a_bulk_list_in_a_workspace_limited_for_non_payment_invites_nobody(world):
+    ws, other = world.workspace(plan="basic"), world.workspace(plan="basic")
+    limit_for_non_payment(world, ws)
+    rows = [members.BulkRow(i + 1, f"b{i}@example.test", "member") for i in range(3)]
+    with world.as_user(ws.owner, ws) as (conn, _):
+        single = invite(conn, ws.slug, "single@example.test")[1]["outcome"]
+        results = members.invite_rows(conn, PUBLIC, ws.slug, rows)
+        sent = conn.execute(
+            "select count(*) as n from cajex.outbox where kind = 'email.send'"
+        ).fetchone()["n"]
+    assert single == "over_seat_limit"
+    assert [r["outcome"] for r in results] == ["over_seat_limit"] * 3 and sent == 0
+    # The other workspace invites as usual.
+    with world.as_user(other.owner, other) as (conn, _):
+        results = members.invite_rows(conn, PUBLIC, other.slug, rows)
+    assert [r["outcome"] for r in results] == ["invited"] * 3
+
+
+def test_a_downgrade_waits_for_an_acceptance_and_then_sees_its_seat(world):
+    """Basic (ten seats) to Free (three) while an invitation is being
+    accepted: the plan change reads the seats after the acceptance commits,
+    and refuses, rather than leaving four members on a three-seat plan."""
+    ws = world.workspace(plan="basic")
+    world.member(ws)
+    person = world.user()
+    token, digest = members.new_token()
+    world.admin.execute(
+        "insert into cajex.invitations (workspace_id, email, role, token_hash, expires_at)"
+        " values (%s, %s, 'member', %s, now() + interval '1 day')",
+        (ws.id, person.email, digest),
+    )
+    world.member(ws)  # three of three seats on Free, four with the invitee
+    accepting = world.app_connection()
+    outcome: list[str] = []
+
+    def downgrade():
+        conn = world.app_connection()
+        try:
+            with world.as_user(ws.owner, ws, conn=conn) as (c, _):
+                c.execute("select cajex.change_plan('free', 'offline')")
+            outcome.append("changed")
+        except psycopg.Error as exc:
+            outcome.append(exc.sqlstate or "error")
+        finally:
+            conn.close()
+
+    try:
+        with world.as_user(person, conn=accepting) as (c, _):
+            c.execute(
+                "select * from cajex.accept_invitation(%s, %s)",
+                (ws.slug, members.token_hash(token)),
+            )
+            thread = threading.Thread(target=downgrade)
+            thread.start()
+            thread.join(1.0)
+            assert thread.is_alive()  # waiting for the acceptance's lock
+        thread.join(30)
+    finally:
+        accepting.close()
+    assert outcome == ["CXPLN"]
+    row = world.admin.execute(
+        "select w.plan, cajex.seat_count(w.id) as seats from cajex.workspaces w where w.id = %s",
+        (ws.id,),
+    ).fetchone()
+    assert row == {"plan": "basic", "seats": 4}

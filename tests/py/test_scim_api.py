@@ -504,6 +504,53 @@ def test_group_mapping_drives_roles(two, world):
     assert audit == 2
 
 
+def test_group_mappings_are_an_sso_or_scim_feature_and_admin_mappings_the_owners(
+    world,
+):
+    import psycopg
+
+    def mapping(user, ws, sql, *args):
+        with world.as_user(user, ws) as (conn, _):
+            return conn.execute(sql, args).fetchone()
+
+    def refused(user, ws, sql, *args) -> str:
+        try:
+            mapping(user, ws, sql, *args)
+        except psycopg.Error as exc:
+            return exc.sqlstate
+        return "ok"
+
+    pro, ent = world.workspace(plan="pro"), world.workspace(plan="enterprise")
+    set_map = "select cajex.set_group_role_mapping(%s, %s) as id"
+    # No SSO or SCIM on the plan: no groups to map.
+    assert refused(pro.owner, pro, set_map, "eng", "member") == "CXFTR"
+    admin = world.member(ent, role="admin")
+    assert refused(admin, ent, set_map, "eng", "admin") == "CXFBD"
+    member_map = mapping(admin, ent, set_map, "eng", "member")["id"]
+    assert member_map
+    admin_map = mapping(ent.owner, ent, set_map, "leads", "admin")["id"]
+    # An admin can neither change nor remove the owner's admin mapping.
+    assert refused(admin, ent, set_map, "LEADS", "viewer") == "CXFBD"
+    assert (
+        refused(admin, ent, "select cajex.delete_group_role_mapping(%s)", admin_map)
+        == "CXFBD"
+    )
+    assert (
+        refused(admin, ent, "select cajex.delete_group_role_mapping(%s)", member_map)
+        == "ok"
+    )
+    # The other workspace's mappings are out of reach.
+    assert (
+        refused(pro.owner, pro, "select cajex.delete_group_role_mapping(%s)", admin_map)
+        == "CXNFD"
+    )
+    roles = world.admin.execute(
+        "select group_key, role from cajex.group_role_mappings where workspace_id = %s",
+        (ent.id,),
+    ).fetchall()
+    assert roles == [{"group_key": "leads", "role": "admin"}]
+
+
 def test_deactivation_refuses_the_next_request_and_frees_the_seat(
     two, world, signed_in
 ):

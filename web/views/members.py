@@ -79,7 +79,7 @@ def _invitations():
 
 def _seats():
     return g.db.execute(
-        "select cajex.seat_count(w.id) as used, p.max_seats, p.name as plan"
+        "select cajex.context_seat_count() as used, p.max_seats, p.name as plan"
         " from cajex.workspaces w join cajex.plans p on p.code = w.plan where w.id = %s",
         (g.workspace.workspace_id,),
     ).fetchone()

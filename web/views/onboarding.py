@@ -414,7 +414,7 @@ def save_defaults():
 def _team_page(draft, status=200, errors=None, results=None):
     with _in_workspace(draft["workspace"]["slug"]) as (conn, _):
         seats = conn.execute(
-            "select cajex.seat_count(w.id) as used, p.max_seats, p.name as plan"
+            "select cajex.context_seat_count() as used, p.max_seats, p.name as plan"
             " from cajex.workspaces w join cajex.plans p on p.code = w.plan"
             " where w.id = (select cajex.current_workspace_id())"
         ).fetchone()
