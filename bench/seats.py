@@ -72,7 +72,7 @@ class Worker(threading.Thread):
         super().__init__(daemon=True)
         from cajex.jobs import registry, runner
 
-        self.pool = db.make_pool(settings.database_url, 1, 2, name="bench-worker")
+        self.pool = db.make_pool(settings.worker_url, 1, 2, name="bench-worker")
         runner._state.update(pool=self.pool, settings=settings)
         registry.load_all()
         self.runner = runner

@@ -44,7 +44,20 @@ class Settings:
     s3_bucket: str = ""
     pool_min: int = 2
     pool_max: int = 10
+    #: The logins of the sign-in pages (cajex_signin) and of the job worker
+    #: (cajex_worker). Empty: DATABASE_URL as that role, which suits a local
+    #: cluster; in production give each role its own password and URL.
+    signin_database_url: str = ""
+    worker_database_url: str = ""
     extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def signin_url(self) -> str:
+        return self.signin_database_url or role_url(self.database_url, "cajex_signin")
+
+    @property
+    def worker_url(self) -> str:
+        return self.worker_database_url or role_url(self.database_url, "cajex_worker")
 
     @property
     def development(self) -> bool:
@@ -64,6 +77,15 @@ class Settings:
                 "cajex: production needs these secrets set (32+ characters): "
                 + ", ".join("CAJEX_" + m.upper() for m in missing)
             )
+
+
+def role_url(url: str, role: str) -> str:
+    """`url` (a PostgreSQL URL or conninfo) logging in as `role` instead."""
+    if not url:
+        return url
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(**{**conninfo_to_dict(url), "user": role})
 
 
 def from_env(**overrides) -> Settings:
@@ -93,6 +115,8 @@ def from_env(**overrides) -> Settings:
         },
         s3_endpoint_url=env.get("CAJEX_S3_ENDPOINT_URL", ""),
         s3_bucket=env.get("CAJEX_S3_BUCKET", ""),
+        signin_database_url=env.get("SIGNIN_DATABASE_URL", ""),
+        worker_database_url=env.get("WORKER_DATABASE_URL", ""),
     )
     values.update(overrides)
     return Settings(**values)

@@ -9,12 +9,13 @@ what exists and adds only what is missing.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 
 import psycopg
 from psycopg.rows import dict_row
 
-from cajex import context, db
+from cajex import config, context, db
 
 ORGANISATIONS = [
     {
@@ -91,8 +92,15 @@ def _session(conn, user_id) -> str:
 
 
 def load(database_url: str, context_secret: str) -> dict:
-    """Create what is missing; return what exists as a JSON-able summary."""
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+    """Create what is missing; return what exists as a JSON-able summary.
+
+    Connects as the sign-in pages do (cajex_signin: SIGNIN_DATABASE_URL, or
+    `database_url` as that role), since it makes users and their sessions.
+    """
+    url = os.environ.get("SIGNIN_DATABASE_URL") or config.role_url(
+        database_url, "cajex_signin"
+    )
+    with psycopg.connect(url, row_factory=dict_row) as conn:
         users, sessions = {}, {}
         for email, name, _ in PEOPLE:
             users[email] = conn.execute(

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
-APP_ROLES = ("cajex_app", "cajex_api", "cajex_authenticator", "cajex_anon")
+APP_ROLES = (
+    "cajex_app",
+    "cajex_signin",
+    "cajex_worker",
+    "cajex_api",
+    "cajex_authenticator",
+    "cajex_anon",
+)
 #: The one view that must run with its owner's rights: it verifies the
 #: context by reading sessions, memberships and the signing key, which the
 #: request roles cannot (db/functions/000_context.sql).

@@ -8,6 +8,11 @@
 --                        definer functions that must work across workspaces
 --                        (context, sign-in lookups, outbox relay, purge)
 --   cajex_app            web and jobs: logs in, reads and writes through RLS
+--   cajex_signin         the sign-in pages: logs in; cajex_app's rights and
+--                        the functions that vouch for an identity (open a
+--                        session, link an identity, provision from SSO)
+--   cajex_worker         the job worker: logs in; cajex_app's rights and the
+--                        job queue (claim, finish, read a job's email)
 --   cajex_authenticator  PostgREST logs in as it (NOINHERIT) and switches to
 --   cajex_api            the role of every PostgREST request
 --   cajex_anon           PostgREST requests without a JWT: sees nothing
@@ -21,6 +26,12 @@ begin
   end if;
   if not exists (select from pg_roles where rolname = 'cajex_app') then
     create role cajex_app login nobypassrls;
+  end if;
+  if not exists (select from pg_roles where rolname = 'cajex_signin') then
+    create role cajex_signin login nobypassrls;
+  end if;
+  if not exists (select from pg_roles where rolname = 'cajex_worker') then
+    create role cajex_worker login nobypassrls;
   end if;
   if not exists (select from pg_roles where rolname = 'cajex_authenticator') then
     create role cajex_authenticator login noinherit nobypassrls;
@@ -38,11 +49,15 @@ $bootstrap$;
 grant cajex_definer to cajex_owner;
 -- Only PostgREST's authenticator may become the API roles; cajex_app may not.
 grant cajex_api, cajex_anon to cajex_authenticator;
+-- The sign-in pages and the worker do what requests do, and more; a request
+-- (cajex_app) can become neither.
+grant cajex_app to cajex_signin, cajex_worker;
 
 do $db$
 begin
   execute format('grant create, connect on database %I to cajex_owner', current_database());
-  execute format('grant connect on database %I to cajex_app, cajex_authenticator', current_database());
+  execute format('grant connect on database %I to cajex_app, cajex_signin, cajex_worker, cajex_authenticator',
+                 current_database());
   -- Nothing a request runs needs temporary tables.
   execute format('revoke temporary on database %I from public', current_database());
 end

@@ -117,7 +117,7 @@ def expire_exports(limit: int = 500) -> int:
     settings = config.from_env()
     store = storage.from_settings(settings)
     count = 0
-    pool = db.make_pool(settings.database_url, 1, 1, name="export-expiry")
+    pool = db.make_pool(settings.worker_url, 1, 1, name="export-expiry")
     try:
         with pool.connection() as conn:
             conn.autocommit = True

@@ -12,7 +12,7 @@ def purge_due_workspaces(limit: int = 10) -> int:
     """Purge up to `limit` due workspaces; returns how many were purged."""
     settings = config.from_env()
     done = retention.purge_due(
-        settings.database_url, storage.from_settings(settings), limit=limit
+        settings.worker_url, storage.from_settings(settings), limit=limit
     )
     _logger.info("purge.sweep", purged=len(done))
     return len(done)

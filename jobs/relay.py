@@ -85,8 +85,8 @@ def run(stop_after: float | None = None, sweep_seconds: float = 2.0) -> None:
         stop_after is None or time.monotonic() - started < stop_after
     ):
         try:
-            with psycopg.connect(settings.database_url, autocommit=False) as conn:
-                listen = psycopg.connect(settings.database_url, autocommit=True)
+            with psycopg.connect(settings.worker_url, autocommit=False) as conn:
+                listen = psycopg.connect(settings.worker_url, autocommit=True)
                 listen.execute("listen cajex_outbox")
                 while not stopping and (
                     stop_after is None or time.monotonic() - started < stop_after

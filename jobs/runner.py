@@ -17,7 +17,7 @@ def _resources():
     if "pool" not in _state:
         settings = config.from_env()
         _state["settings"] = settings
-        _state["pool"] = db.make_pool(settings.database_url, 1, 4, name="worker")
+        _state["pool"] = db.make_pool(settings.worker_url, 1, 4, name="worker")
         registry.load_all()
     return _state["pool"], _state["settings"]
 

@@ -39,6 +39,11 @@ def create_app(
     app.extensions["cajex.pool"] = db.make_pool(
         settings.database_url, settings.pool_min, settings.pool_max, name="web"
     )
+    # The sign-in pages' own login (cajex_signin): only they open sessions,
+    # link identities and provision from SSO (see db/bootstrap.sql).
+    app.extensions["cajex.signin_pool"] = db.make_pool(
+        settings.signin_url, 1, max(2, settings.pool_max // 2), name="signin"
+    )
 
     from cajex.web import auth, errors, middleware
 

@@ -50,6 +50,17 @@ def pool():
     return current_app.extensions["cajex.pool"]
 
 
+def signin_pool():
+    """Connections of the sign-in pages (cajex_signin), which alone may open
+    sessions, link identities and provision members from SSO."""
+    return current_app.extensions["cajex.signin_pool"]
+
+
+def close_pools(app) -> None:
+    for name in ("cajex.pool", "cajex.signin_pool"):
+        app.extensions[name].close()
+
+
 def settings():
     return current_app.extensions["cajex.settings"]
 
@@ -150,15 +161,17 @@ def _signed_out():
 
 
 @contextlib.contextmanager
-def user_transaction():
-    """A transaction in the signed-in user's own context (no workspace).
+def user_transaction(connections=None):
+    """A transaction in the signed-in user's own context (no workspace), on
+    a connection of `connections` (default: the requests' pool).
 
     Raises 401 (or redirects to sign-in) when the session is dead.
     """
     token = auth.user_token()
     if token is None:
         raise _Unauthorized()
-    with pool().connection() as conn, db.in_context(conn, token) as opened:
+    source = connections or pool
+    with source().connection() as conn, db.in_context(conn, token) as opened:
         if not opened.opened:
             raise _Unauthorized()
         yield conn, opened

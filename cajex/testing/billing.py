@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from cajex.localservices import free_port
+from cajex.web.middleware import close_pools
 
 #: The plan ids created in localstripe, used where Stripe takes a price.
 PRICES = {
@@ -298,7 +299,7 @@ def run_jobs(
         "update cajex.outbox set run_after = now() where done_at is null and kind = any(%s)",
         (list(kinds),),
     )
-    pool = db.make_pool(settings.database_url, 1, 3, name="test-billing-jobs")
+    pool = db.make_pool(settings.worker_url, 1, 3, name="test-billing-jobs")
     saved = dict(runner._state)
     runner._state.clear()
     runner._state.update(pool=pool, settings=settings)
@@ -360,7 +361,7 @@ def billing_app(billing_settings):
 
     application = create_app(billing_settings, {"TESTING": True})
     yield application
-    application.extensions["cajex.pool"].close()
+    close_pools(application)
 
 
 def post_event(

@@ -14,6 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from cajex import context, db
+from cajex.config import role_url
 
 _seq = itertools.count(1)
 
@@ -50,17 +51,26 @@ class World:
         self.admin_url = admin_url
         self.app_url = app_url
         self.secret = secret_hex
+        #: The sign-in pages' and the worker's logins (db/bootstrap.sql).
+        self.signin_url = role_url(app_url, "cajex_signin")
+        self.worker_url = role_url(app_url, "cajex_worker")
         self.conn = psycopg.connect(app_url, row_factory=dict_row)
+        #: Users and sessions are made as the sign-in pages make them.
+        self.signin = psycopg.connect(self.signin_url, row_factory=dict_row)
         self.admin = psycopg.connect(admin_url, row_factory=dict_row, autocommit=True)
 
     def close(self) -> None:
         self.conn.close()
+        self.signin.close()
         self.admin.close()
 
     # -- connections -----------------------------------------------------------
 
     def app_connection(self) -> psycopg.Connection:
         return psycopg.connect(self.app_url, row_factory=dict_row)
+
+    def worker_connection(self) -> psycopg.Connection:
+        return psycopg.connect(self.worker_url, row_factory=dict_row)
 
     @contextlib.contextmanager
     def as_user(
@@ -104,11 +114,11 @@ class World:
         n = next(_seq)
         email = email or f"user{n}-{secrets.token_hex(3)}@example.test"
         secret = secrets.token_urlsafe(32)
-        with self.conn.transaction():
-            uid = self.conn.execute(
+        with self.signin.transaction():
+            uid = self.signin.execute(
                 "select cajex_private.ensure_user(%s, %s) as id", (email, name)
             ).fetchone()["id"]
-            sid = self.conn.execute(
+            sid = self.signin.execute(
                 "select cajex_private.create_session(%s, %s, 'test') as id",
                 (uid, hashlib.sha256(secret.encode()).digest()),
             ).fetchone()["id"]

@@ -17,6 +17,7 @@ import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from cajex.testing import services
+from cajex.web.middleware import close_pools
 
 _n = itertools.count(1)
 
@@ -69,7 +70,7 @@ def module_app(module_db_urls, tmp_path_factory):
     )
     app = create_app(settings, {"TESTING": True})
     yield app
-    app.extensions["cajex.pool"].close()
+    close_pools(app)
 
 
 @dataclasses.dataclass

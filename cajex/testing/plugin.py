@@ -20,6 +20,7 @@ from cajex.testing.billing import (  # noqa: F401  (fixtures)
     stripe_counter,
 )
 from cajex.testing.workspaces import live_server, mail_worker  # noqa: F401  (fixtures)
+from cajex.web.middleware import close_pools
 
 TEMPLATE_DB = "cajex_tests"
 
@@ -95,7 +96,7 @@ def app(settings):
 
     application = create_app(settings, {"TESTING": True})
     yield application
-    application.extensions["cajex.pool"].close()
+    close_pools(application)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import zlib
 import pytest
 
 from cajex import db
+from cajex.web.middleware import close_pools
 
 
 def image(fmt: str = "PNG", size=(64, 32), colour=(200, 30, 60), text_chunk: str | None = None) -> bytes:
@@ -53,7 +54,7 @@ def mail_worker(settings):
 
     registry.load_all()
     job_settings = dataclasses.replace(settings, env="development")
-    pool = db.make_pool(settings.database_url, 1, 2, name="test-mail-worker")
+    pool = db.make_pool(settings.worker_url, 1, 2, name="test-mail-worker")
     saved = dict(runner._state)
     runner._state.update(pool=pool, settings=job_settings)
 
@@ -95,4 +96,4 @@ def live_server(settings):
     yield LiveServer(f"http://127.0.0.1:{port}", app)
     server.shutdown()
     thread.join(timeout=5)
-    app.extensions["cajex.pool"].close()
+    close_pools(app)

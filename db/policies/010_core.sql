@@ -223,19 +223,40 @@ grant execute on function
   to cajex_app, cajex_api;
 
 grant execute on function
+  cajex_private.resolve_session(bytea),
+  cajex_private.outbox_lag(),
+  cajex_private.outbox_job_done(bigint)
+  to cajex_app;
+-- Users and sessions are made, and ended for anyone, by the sign-in pages
+-- (cajex_signin) only; the job queue (every workspace's jobs and payloads)
+-- is the worker's (cajex_worker). A request (cajex_app) has neither: from
+-- one workspace's transaction it could otherwise sign in as anyone, or read
+-- another workspace's invitation links.
+grant execute on function
   cajex_private.ensure_user(text, text),
   cajex_private.create_session(uuid, bytea, text, interval, interval, text, uuid, uuid, text, text),
-  cajex_private.resolve_session(bytea),
+  cajex_private.revoke_sessions(uuid, text, uuid, uuid, text)
+  to cajex_signin;
+grant execute on function
+  cajex_private.claim_outbox(integer, interval),
+  cajex_private.claim_outbox_row(bigint, interval),
+  cajex_private.release_outbox(bigint[]),
+  cajex_private.finish_outbox_job(bigint, text),
+  cajex_private.take_outbox_effect(bigint),
+  cajex_private.record_heartbeat(bigint)
+  to cajex_worker;
+revoke execute on function
+  cajex_private.ensure_user(text, text),
+  cajex_private.create_session(uuid, bytea, text, interval, interval, text, uuid, uuid, text, text),
   cajex_private.revoke_sessions(uuid, text, uuid, uuid, text),
   cajex_private.enqueue_platform_job(uuid, text, jsonb, text, timestamptz),
   cajex_private.claim_outbox(integer, interval),
   cajex_private.claim_outbox_row(bigint, interval),
   cajex_private.release_outbox(bigint[]),
   cajex_private.finish_outbox_job(bigint, text),
-  cajex_private.outbox_lag(),
-  cajex_private.outbox_job_done(bigint),
-  cajex_private.take_outbox_effect(bigint)
-  to cajex_app;
+  cajex_private.take_outbox_effect(bigint),
+  cajex_private.record_heartbeat(bigint)
+  from cajex_app;
 -- Business functions (owned by cajex_owner) fence their jobs' effects too.
 grant execute on function cajex_private.take_outbox_effect(bigint) to cajex_owner;
 
@@ -257,5 +278,4 @@ grant execute on function cajex_private.add_member(uuid, text) to cajex_app;
 -- context, are the functions' own: a request in one workspace could
 -- otherwise read or change another's (seat counts, group facts, roles).
 revoke execute on function cajex.seat_count(uuid) from cajex_app, cajex_api;
-grant execute on function cajex_private.record_heartbeat(bigint) to cajex_app;
 grant execute on function cajex.workspace_has_feature(text) to cajex_app, cajex_api;

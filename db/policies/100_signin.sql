@@ -39,15 +39,30 @@ grant execute on function
   cajex_private.request_magic_link(text, bytea, text, bytea, bytea, interval, uuid, integer, integer, interval),
   cajex_private.check_magic_link(bytea),
   cajex_private.consume_magic_link(bytea),
-  cajex_private.signin_with_identity(text, text, text, text, boolean, text),
-  cajex_private.link_identity(uuid, text, text, text, text, boolean, boolean),
-  cajex_private.record_email_delivery(bigint, uuid, text, text, text, text, text, text, text),
-  cajex_private.email_delivery_of(bigint),
-  cajex_private.dev_mailbox(integer),
   cajex_private.workspace_signin_methods(text),
   cajex_private.touch_session(uuid, text),
   cajex_private.signin_methods_required(uuid, text, text)
   to cajex_app;
+-- Vouching for an identity is the sign-in pages' (cajex_signin): a request
+-- in one workspace must not open sessions for, or link identities to, anyone.
+-- The development mailbox shows every email sent, so it is theirs too.
+grant execute on function
+  cajex_private.signin_with_identity(text, text, text, text, boolean, text),
+  cajex_private.link_identity(uuid, text, text, text, text, boolean, boolean),
+  cajex_private.dev_mailbox(integer)
+  to cajex_signin;
+-- A job's email, and its delivery record, are the worker's (cajex_worker).
+grant execute on function
+  cajex_private.record_email_delivery(bigint, uuid, text, text, text, text, text, text, text),
+  cajex_private.email_delivery_of(bigint)
+  to cajex_worker;
+revoke execute on function
+  cajex_private.signin_with_identity(text, text, text, text, boolean, text),
+  cajex_private.link_identity(uuid, text, text, text, text, boolean, boolean),
+  cajex_private.dev_mailbox(integer),
+  cajex_private.record_email_delivery(bigint, uuid, text, text, text, text, text, text, text),
+  cajex_private.email_delivery_of(bigint)
+  from cajex_app;
 grant execute on function
   cajex.remove_identity(uuid),
   cajex.end_my_session(uuid),

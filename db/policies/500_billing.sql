@@ -32,10 +32,13 @@ grant execute on function
   cajex.record_cancellation(boolean),
   cajex_private.seat_sync_state(),
   cajex_private.record_seat_sync(bigint, integer),
-  cajex_private.deletion_billing_state(uuid, boolean, bigint),
-  cajex_private.record_deletion_cancel(uuid, boolean, bigint),
   cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)
   to cajex_app;
+-- A deleted workspace's billing follow-up is the worker's, fenced by its job.
+grant execute on function
+  cajex_private.deletion_billing_state(uuid, boolean, bigint),
+  cajex_private.record_deletion_cancel(uuid, boolean, bigint)
+  to cajex_worker;
 grant execute on all functions in schema cajex_private to cajex_definer;
 -- Called from the business functions, which run as cajex_owner.
 grant execute on function

@@ -52,8 +52,6 @@ grant execute on function
   cajex.restore_workspace(uuid),
   cajex_private.schema_version(),
   cajex_private.export_download_allowed(uuid, text),
-  cajex_private.due_export_expiries(integer),
-  cajex_private.expire_export(uuid, uuid),
   cajex_private.purge_due(integer),
   cajex_private.purge_tables(),
   cajex_private.purge_begin(uuid),
@@ -64,6 +62,16 @@ grant execute on function
   cajex_private.purge_destroy_keys(uuid),
   cajex_private.purge_finish(uuid, bigint)
   to cajex_app;
+
+-- Expiring any workspace's exports is the worker's job (cajex_worker).
+grant execute on function
+  cajex_private.due_export_expiries(integer),
+  cajex_private.expire_export(uuid, uuid)
+  to cajex_worker;
+revoke execute on function
+  cajex_private.due_export_expiries(integer),
+  cajex_private.expire_export(uuid, uuid)
+  from cajex_app;
 
 -- Definer functions call these as their owner.
 grant execute on function cajex_private.schema_version() to cajex_definer;

@@ -135,7 +135,7 @@ def test_crash_before_the_stripe_call_recovers_exactly_once(
         (ws.id,),
     ).fetchone()["id"]
     # A worker claims the row and is killed before it reaches Stripe.
-    with world.app_connection() as conn:
+    with world.worker_connection() as conn:
         conn.execute(
             "select * from cajex_private.claim_outbox_row(%s, '10 minutes')", (job,)
         )

@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from cajex.web.middleware import close_pools
 
 from cajex.testing.billing import (
     PRICES,
@@ -40,7 +41,7 @@ def hook_app(hook_settings):
 
     application = create_app(hook_settings, {"TESTING": True})
     yield application
-    application.extensions["cajex.pool"].close()
+    close_pools(application)
 
 
 @pytest.fixture

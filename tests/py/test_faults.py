@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from cajex.web.middleware import close_pools
 from rq import Queue
 
 from cajex import ROOT, config
@@ -133,7 +134,7 @@ def test_postgres_crash_during_a_burst_loses_no_acknowledged_write(
     stop.set()
     for t in threads:
         t.join()
-    app.extensions["cajex.pool"].close()
+    close_pools(app)
 
     assert before_crash > 0
     assert set(statuses) <= {201, 503}, (
@@ -210,7 +211,7 @@ def test_redis_outage_queues_jobs_in_the_outbox_and_runs_each_once_after(
     assert health.status_code == 200 and health.json["checks"]["redis"] == "unavailable"
 
     ids = _enqueue_heartbeats(own_cluster, 5)
-    relay_conn = psycopg.connect(own_cluster["pg"].url("cajex", "cajex_app"))
+    relay_conn = psycopg.connect(own_cluster["pg"].url("cajex", "cajex_worker"))
     queue = Queue(
         "cajex",
         connection=redis.Redis.from_url(
@@ -241,7 +242,7 @@ def test_redis_outage_queues_jobs_in_the_outbox_and_runs_each_once_after(
     )
     relay_conn.close()
     rd.stop()
-    app.extensions["cajex.pool"].close()
+    close_pools(app)
     with psycopg.connect(own_cluster["pg"].url()) as conn:
         errors = conn.execute(
             "select last_error from cajex.outbox where last_error is not null"
@@ -262,7 +263,7 @@ def test_a_worker_killed_mid_job_is_retried_and_the_job_takes_effect_once(
     os.environ["CAJEX_JOB_LEASE_SECONDS"] = "3"
     try:
         [job] = _enqueue_heartbeats(own_cluster, 1, '{"hold_seconds": 8}')
-        relay_conn = psycopg.connect(own_cluster["pg"].url("cajex", "cajex_app"))
+        relay_conn = psycopg.connect(own_cluster["pg"].url("cajex", "cajex_worker"))
         queue = Queue("cajex", connection=redis.Redis.from_url(rd.url))
         assert relay_once(relay_conn, queue) == 1
         worker = subprocess.Popen(
@@ -327,6 +328,6 @@ def test_pool_reconnects_after_a_clean_restart(own_cluster, tmp_path):
     assert client.get("/w/faults/api/v1/projects").status_code == 503
     own_cluster["pg"].start()
     statuses = [client.get("/w/faults/api/v1/projects").status_code for _ in range(10)]
-    app.extensions["cajex.pool"].close()
+    close_pools(app)
     assert statuses[-5:] == [200] * 5
     assert Path(own_cluster["pg"].pgdata).exists()

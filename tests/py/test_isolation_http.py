@@ -253,8 +253,8 @@ def test_cannot_return_after_session_revocation(world, signed_in):
     client = signed_in(user)
     url = f"/w/{ws.ws.slug}/api/v1/projects"
     assert client.get(url).status_code == 200
-    with world.conn.transaction():
-        world.conn.execute(
+    with world.signin.transaction():
+        world.signin.execute(
             "select cajex_private.revoke_sessions(%s, 'test', %s)",
             (user.id, user.session_id),
         )

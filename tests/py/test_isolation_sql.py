@@ -673,7 +673,9 @@ def test_cannot_call_helpers_that_answer_for_any_workspace_id(world, call):
                 c.execute(call, {"b": b.id, "user": b.owner.id})
     # What a request may ask instead: its own workspace's seats.
     with world.as_user(a.owner, a) as (conn, _):
-        assert conn.execute("select cajex.context_seat_count() as n").fetchone()["n"] == 1
+        assert (
+            conn.execute("select cajex.context_seat_count() as n").fetchone()["n"] == 1
+        )
     assert (
         world.admin.execute(
             "select count(*) as n from cajex.member_group_facts where workspace_id = %s",
@@ -684,6 +686,8 @@ def test_cannot_call_helpers_that_answer_for_any_workspace_id(world, call):
 
 
 def test_cannot_read_or_cancel_another_workspaces_subscription_without_its_job(world):
+    """The deletion follow-up's billing functions are the worker's, and even
+    the worker gets nothing without the running job of that workspace."""
     a, b = world.workspace(plan="basic"), world.workspace(plan="basic")
     world.admin.execute(
         "insert into cajex.workspace_billing (workspace_id, stripe_customer_id,"
@@ -693,10 +697,18 @@ def test_cannot_read_or_cancel_another_workspaces_subscription_without_its_job(w
         (b.id,),
     )
     job = world.admin.execute(
-        "insert into cajex.outbox (workspace_id, kind) values (%s, 'email.send') returning id",
+        "insert into cajex.outbox (workspace_id, kind, started_at)"
+        " values (%s, 'email.send', now()) returning id",
         (b.id,),
     ).fetchone()["id"]
-    with world.as_user(a.owner, a) as (conn, _):
+    with world.app_connection() as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with world.as_user(a.owner, a, conn=conn) as (c, _):
+                c.execute(
+                    "select * from cajex_private.deletion_billing_state(%s, false, %s)",
+                    (b.id, job),
+                )
+    with world.worker_connection() as conn:
         for deleted in (False, True):
             assert (
                 conn.execute(
@@ -705,7 +717,6 @@ def test_cannot_read_or_cancel_another_workspaces_subscription_without_its_job(w
                 ).fetchall()
                 == []
             )
-    with world.app_connection() as conn:
         with pytest.raises(psycopg.Error) as err:
             conn.execute(
                 "select cajex_private.record_deletion_cancel(%s, true, %s)", (b.id, job)
@@ -717,6 +728,89 @@ def test_cannot_read_or_cancel_another_workspaces_subscription_without_its_job(w
         (b.id,),
     ).fetchone()
     assert row == {"cancel_at_period_end": False, "cancel_reason": None}
+
+
+SIGNIN_ONLY = [
+    "cajex_private.create_session(uuid, bytea, text, interval, interval, text, uuid, uuid, text, text)",
+    "cajex_private.revoke_sessions(uuid, text, uuid, uuid, text)",
+    "cajex_private.ensure_user(text, text)",
+    "cajex_private.signin_with_identity(text, text, text, text, boolean, text)",
+    "cajex_private.link_identity(uuid, text, text, text, text, boolean, boolean)",
+    "cajex_private.dev_mailbox(integer)",
+]
+WORKER_ONLY = [
+    "cajex_private.claim_outbox(integer, interval)",
+    "cajex_private.claim_outbox_row(bigint, interval)",
+    "cajex_private.release_outbox(bigint[])",
+    "cajex_private.finish_outbox_job(bigint, text)",
+    "cajex_private.take_outbox_effect(bigint)",
+    "cajex_private.record_heartbeat(bigint)",
+    "cajex_private.email_delivery_of(bigint)",
+    "cajex_private.record_email_delivery(bigint, uuid, text, text, text, text, text, text, text)",
+    "cajex_private.due_export_expiries(integer)",
+    "cajex_private.expire_export(uuid, uuid)",
+    "cajex_private.deletion_billing_state(uuid, boolean, bigint)",
+    "cajex_private.record_deletion_cancel(uuid, boolean, bigint)",
+]
+
+
+@pytest.mark.parametrize(
+    ("function", "holder"),
+    [(f, "cajex_signin") for f in SIGNIN_ONLY]
+    + [(f, "cajex_worker") for f in WORKER_ONLY],
+)
+def test_cannot_vouch_for_identities_or_work_the_job_queue_as_a_request(
+    world, function, holder
+):
+    """Opening sessions, linking identities and provisioning from SSO are the
+    sign-in pages' (cajex_signin); the job queue, with every workspace's
+    payloads, is the worker's (cajex_worker). The request roles have neither."""
+
+    def may(role: str) -> bool:
+        return world.admin.execute(
+            "select has_function_privilege(%s, %s, 'execute') as ok", (role, function)
+        ).fetchone()["ok"]
+
+    assert may(holder)
+    for role in ("cajex_app", "cajex_api", "cajex_anon", "cajex_authenticator"):
+        assert not may(role), role
+    other = "cajex_worker" if holder == "cajex_signin" else "cajex_signin"
+    assert not may(other)
+
+
+def test_cannot_sign_in_as_another_workspaces_owner_from_a_request(world):
+    """From A's transaction, a request can neither open a session for B's
+    owner, nor read the queued email that carries B's invitation links,
+    nor become the roles that can."""
+    a, b = world.workspace(plan="team"), world.workspace(plan="team")
+    attempts = [
+        (
+            "select cajex_private.create_session(%s, %s, 'password')",
+            (b.owner.id, b"\x00" * 32),
+        ),
+        ("select * from cajex_private.claim_outbox(100, '1 hour'::interval)", ()),
+        ("set role cajex_signin", ()),
+        ("set role cajex_worker", ()),
+    ]
+    for query, params in attempts:
+        with world.app_connection() as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                with world.as_user(a.owner, a, conn=conn) as (c, _):
+                    c.execute(query, params)
+    sessions = world.admin.execute(
+        "select count(*) as n from cajex.sessions where user_id = %s", (b.owner.id,)
+    ).fetchone()["n"]
+    assert sessions == 1  # the factory's own
+    # The sign-in role opens sessions and still reads workspaces only through RLS.
+    with psycopg.connect(world.signin_url, row_factory=dict_row) as conn:
+        assert conn.execute(
+            "select cajex_private.create_session(%s, %s, 'password') as id",
+            (a.owner.id, b"\x01" * 32),
+        ).fetchone()["id"]
+        assert (
+            conn.execute("select count(*) as n from cajex.projects").fetchone()["n"]
+            == 0
+        )
 
 
 def test_cannot_use_request_roles_to_write_tables_directly(world, tables):

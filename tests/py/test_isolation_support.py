@@ -157,8 +157,8 @@ def build(world: World, workspaces: int = 3, projects: int = 2, jobs: int = 1) -
         (a.ws.id, lost["deactivated"].id),
     )
     lost["revoked"] = world.member(a.ws, role="admin")
-    with world.conn.transaction():
-        world.conn.execute(
+    with world.signin.transaction():
+        world.signin.execute(
             "select cajex_private.revoke_sessions(%s, 'test', %s)",
             (lost["revoked"].id, lost["revoked"].session_id),
         )

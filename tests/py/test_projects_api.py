@@ -170,8 +170,8 @@ def test_revoked_session_is_refused_on_the_next_request(world, signed_in):
     a = world.workspace()
     client = signed_in(a.owner)
     assert client.get(f"/w/{a.slug}/api/v1/projects").status_code == 200
-    with world.conn.transaction():
-        world.conn.execute(
+    with world.signin.transaction():
+        world.signin.execute(
             "select cajex_private.revoke_sessions(%s, 'test')", (a.owner.id,)
         )
     assert client.get(f"/w/{a.slug}/api/v1/projects").status_code == 401

@@ -59,7 +59,7 @@ def smtp():
 def jobs(settings):
     """Run due outbox jobs as the worker does, with the given SMTP URL."""
     registry.load_all()
-    pool = db.make_pool(settings.database_url, 1, 2, name="test-mail-worker")
+    pool = db.make_pool(settings.worker_url, 1, 2, name="test-mail-worker")
     saved = dict(runner._state)
 
     def run(smtp_url: str) -> list[str]:

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from cajex.jobs import registry, runner
+from cajex.web.middleware import close_pools
 
 from cajex import db
 
@@ -16,7 +17,7 @@ def worker(settings):
     """Runs outbox jobs the way the RQ worker does, with development mail."""
     registry.load_all()
     job_settings = dataclasses.replace(settings, env="development")
-    pool = db.make_pool(settings.database_url, 1, 2, name="test-worker")
+    pool = db.make_pool(settings.worker_url, 1, 2, name="test-worker")
     saved = dict(runner._state)
     runner._state.update(pool=pool, settings=job_settings)
 
@@ -190,7 +191,7 @@ def test_dev_mailbox_shows_the_link_in_development(world, settings, worker):
         link = re.search(r"http://cajex.test/login/magic/[A-Za-z0-9_-]+", page).group(0)
         assert use(client, link).status_code == 302
     finally:
-        dev.extensions["cajex.pool"].close()
+        close_pools(dev)
 
 
 def test_dev_mailbox_is_absent_in_production(client):

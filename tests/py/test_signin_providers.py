@@ -14,6 +14,7 @@ import time
 import urllib.parse
 
 import pytest
+from cajex.web.middleware import close_pools
 
 from cajex.identity import oidc
 from cajex.testing import signin as flow
@@ -44,7 +45,7 @@ def papp(settings, idps):
         {"TESTING": True},
     )
     yield application
-    application.extensions["cajex.pool"].close()
+    close_pools(application)
 
 
 @pytest.fixture
@@ -239,7 +240,7 @@ def test_clock_skew_is_configurable(world, settings, idps):
         refused = flow.sign_in_with(application.test_client(), "google")
         assert refused.status_code == 400 and code_of(refused) == "oidc_iat_in_future"
     finally:
-        application.extensions["cajex.pool"].close()
+        close_pools(application)
     oidc.clear_caches()
     lenient = flow.provider_settings(idps, google={"clock_skew": 120})
     application = create_app(
@@ -248,7 +249,7 @@ def test_clock_skew_is_configurable(world, settings, idps):
     try:
         assert flow.sign_in_with(application.test_client(), "google").status_code == 302
     finally:
-        application.extensions["cajex.pool"].close()
+        close_pools(application)
 
 
 def test_rotated_key_is_refetched_once_and_rate_limited(world, browser, papp, idps):
@@ -553,7 +554,7 @@ def test_apple_refuses_a_client_secret_not_signed_by_the_team(world, settings, i
         )
         assert counts(world) == before
     finally:
-        application.extensions["cajex.pool"].close()
+        close_pools(application)
 
 
 def test_apple_malformed_user_field_is_ignored(world, browser, idps):
@@ -720,7 +721,7 @@ def test_provider_that_is_down_is_a_clear_error(world, settings, idps):
             refused.status_code == 502 and code_of(refused) == "oidc_discovery_failed"
         )
     finally:
-        application.extensions["cajex.pool"].close()
+        close_pools(application)
 
 
 def test_next_is_kept_only_for_local_paths(world, browser, idps):

@@ -16,6 +16,7 @@ import uuid
 
 import psycopg
 import pytest
+from cajex.web.middleware import close_pools
 
 from cajex import ROOT
 
@@ -107,7 +108,7 @@ def test_session_cookie_flags(world, client, settings):
         secure = magic_sign_in(world, tls.test_client(), user.email)
         assert "Secure" in secure.headers["Set-Cookie"]
     finally:
-        tls.extensions["cajex.pool"].close()
+        close_pools(tls)
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_timeouts_are_configurable(world, settings):
         assert row["idle"].total_seconds() == 300
         assert row["absolute"].total_seconds() == 7200
     finally:
-        short.extensions["cajex.pool"].close()
+        close_pools(short)
 
 
 # ---------------------------------------------------------------------------
@@ -494,7 +495,7 @@ def test_workspace_login_page_shows_only_the_chosen_methods(world, app, settings
             as_text=True
         )
     finally:
-        configured.extensions["cajex.pool"].close()
+        close_pools(configured)
 
 
 def test_a_session_of_a_left_out_method_does_not_open_the_workspace(world, app):

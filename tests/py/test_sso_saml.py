@@ -11,6 +11,7 @@ import json
 import urllib.parse
 
 import pytest
+from cajex.web.middleware import close_pools
 from structlog.testing import capture_logs
 
 from cajex.sso import fakeidp, saml, service
@@ -430,7 +431,7 @@ def test_replay_is_refused_also_after_a_restart(world, client, settings):
         with capture_logs() as logs:
             again = s.post(fresh.test_client(), xml)
     finally:
-        fresh.extensions["cajex.pool"].close()
+        close_pools(fresh)
     assert again.status_code == 400
     assert [e["reason"] for e in logs if e.get("event") == "sso.signin_refused"] == [
         "replay"

@@ -2,7 +2,7 @@
 -- forced, and no request role can get around it.
 begin;
 \ir helpers/setup.sql
-select plan(5);
+select plan(7);
 
 select is(
   (select array_agg(format('%I.%I', n.nspname, c.relname) order by 1)
@@ -15,7 +15,8 @@ select is(
 
 select is(
   (select array_agg(rolname::text order by 1) from pg_roles
-   where rolname in ('cajex_app', 'cajex_api', 'cajex_authenticator', 'cajex_anon')
+   where rolname in ('cajex_app', 'cajex_signin', 'cajex_worker', 'cajex_api',
+                     'cajex_authenticator', 'cajex_anon')
      and (rolsuper or rolbypassrls)),
   null,
   'no request role is superuser or bypasses RLS'
@@ -27,6 +28,19 @@ select ok(
 );
 
 select ok(
+  not pg_has_role('cajex_app', 'cajex_signin', 'member')
+  and not pg_has_role('cajex_app', 'cajex_worker', 'member'),
+  'cajex_app cannot become the sign-in or the worker role'
+);
+
+select ok(
+  pg_has_role('cajex_signin', 'cajex_app', 'usage') and pg_has_role('cajex_worker', 'cajex_app', 'usage')
+  and not pg_has_role('cajex_signin', 'cajex_worker', 'member')
+  and not pg_has_role('cajex_worker', 'cajex_signin', 'member'),
+  'the sign-in and worker roles have what cajex_app has, and not each other''s'
+);
+
+select ok(
   pg_has_role('cajex_authenticator', 'cajex_api', 'member')
   and not (select rolinherit from pg_roles where rolname = 'cajex_authenticator'),
   'the authenticator may become cajex_api and inherits nothing'
@@ -34,7 +48,8 @@ select ok(
 
 select is(
   (select array_agg(c.relname::text) from pg_class c join pg_roles r on r.oid = c.relowner
-   where r.rolname in ('cajex_app', 'cajex_api', 'cajex_authenticator', 'cajex_anon')),
+   where r.rolname in ('cajex_app', 'cajex_signin', 'cajex_worker', 'cajex_api',
+                       'cajex_authenticator', 'cajex_anon')),
   null,
   'request roles own nothing'
 );

@@ -6,7 +6,7 @@ never serves it whatever its settings say.
 
 from __future__ import annotations
 
-from cajex.web.middleware import pool
+from cajex.web.middleware import signin_pool as pool
 from flask import Blueprint, render_template
 
 development_only = True

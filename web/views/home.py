@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cajex.web import auth
-from cajex.web.middleware import pool, user_view
+from cajex.web.middleware import signin_pool, user_view
 from flask import (
     Blueprint,
     redirect,
@@ -49,6 +49,6 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    with pool().connection() as conn:
+    with signin_pool().connection() as conn:
         auth.end_session(conn)
     return redirect(url_for("home.login"))

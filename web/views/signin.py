@@ -19,7 +19,8 @@ import time
 
 from cajex.web import auth
 from cajex.web.auth import csrf_exempt
-from cajex.web.middleware import pool, settings, valid_slug
+from cajex.web.middleware import settings, valid_slug
+from cajex.web.middleware import signin_pool as pool
 from flask import (
     Blueprint,
     abort,
@@ -309,7 +310,8 @@ def _link_signed_in(identity: dict):
     """A signed-in user adds a provider from the linked accounts page."""
     from cajex.web.middleware import user_transaction
 
-    with user_transaction() as (conn, opened):
+    # Linking vouches for an identity: the sign-in role's, in the user's context.
+    with user_transaction(pool) as (conn, opened):
         conn.execute(
             "select cajex_private.link_identity(%s, %s, %s, %s, %s, %s, true)",
             (opened.user_id, identity["provider"], identity["issuer"], identity["subject"],

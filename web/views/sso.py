@@ -14,11 +14,11 @@ from cajex.web import auth
 from cajex.web.auth import csrf_exempt
 from cajex.web.middleware import (
     parse_uuid,
-    pool,
     register_nav,
     settings,
     workspace_view,
 )
+from cajex.web.middleware import signin_pool as pool
 from flask import (
     Blueprint,
     Response,

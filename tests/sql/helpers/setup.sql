@@ -16,7 +16,9 @@ grant usage on schema tests to public;
 -- with the test.
 grant usage on schema public to public;
 
-create function tests.user(p_email text) returns uuid language plpgsql as $$
+-- A fixture: made as the test's superuser whatever role the test has become
+-- (users and sessions are the sign-in role's to make).
+create function tests.user(p_email text) returns uuid language plpgsql security definer as $$
 declare
   v_user uuid := cajex_private.ensure_user(p_email);
 begin
