@@ -30,6 +30,35 @@ PLATFORM_KEYED_TABLES = {
     # trigger on cajex.sso_domains; a Citus reference table.
     "cajex_private.sso_domain_routes": "a domain routes to one connection platform-wide",
 }
+#: Functions that bypass RLS (owned by cajex_definer) and take an id from a
+#: request role: each was reviewed to scope itself, and says how. A new one
+#: is a finding until it is added here, with its reason.
+REVIEWED_ID_TAKERS = {
+    "cajex.create_workspace": "only in an organisation the caller owns",
+    "cajex.end_my_session": "only the caller's own sessions",
+    "cajex.organisation_workspaces": "only for an owner of that organisation",
+    "cajex.public_branding_by_id": "an active workspace's public branding (name, colours, logo)",
+    "cajex.remove_identity": "only the caller's own identities",
+    "cajex.restore_workspace": "only a deleted workspace the caller owns",
+    "cajex.save_onboarding_draft": "the caller's own draft, naming a workspace the caller owns",
+    "cajex.sso_connection_route": "where a connection's sign-in starts, for the sign-in page",
+    "cajex_private.destroy_workspace_keys": "only a deleted workspace past its purge date",
+    "cajex_private.export_download_allowed": "needs the export's object key",
+    "cajex_private.purge_begin": "only a deleted workspace past its purge date",
+    "cajex_private.purge_batch": "only a workspace whose purge has begun",
+    "cajex_private.purge_pages": "only a workspace whose purge has begun",
+    "cajex_private.purge_walks": "only a workspace whose purge has begun",
+    "cajex_private.purge_rows_left": "only a workspace whose purge has begun",
+    "cajex_private.purge_destroy_keys": "only a workspace whose purge has begun",
+    "cajex_private.purge_finish": "only a workspace whose purge has begun",
+    "cajex_private.request_magic_link": "the workspace only brands the email",
+    "cajex_private.signin_methods_required": "needs the session's secret",
+    "cajex_private.touch_session": "needs the session's secret",
+    "cajex_private.sso_provision": "needs the job context of the connection's own workspace",
+    "cajex_private.sso_logout": "needs the job context of the connection's own workspace",
+}
+#: The request roles whose rights the id check looks at.
+REQUEST_ROLES = ("cajex_app", "cajex_api", "cajex_anon")
 #: What a workspace-scoped policy must read: the verified context.
 CONTEXT_PATTERN = r"cajex_private\.context\y|cajex\.current_workspace_id\(\)"
 #: Schemas the audit ignores: PostgreSQL's own and the extensions'.
@@ -111,6 +140,21 @@ CHECKS: dict[str, tuple[str, str]] = {
                or exists (select from aclexplode(p.proacl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE'))
         """,
     ),
+    "bypassing_function_takes_an_id": (
+        "a function that bypasses RLS takes an id from a request role: check that it"
+        " scopes itself, then list it in cajex.doctor.REVIEWED_ID_TAKERS with how",
+        f"""
+        select format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid))
+        from pg_proc p
+        join pg_namespace n on n.oid = p.pronamespace
+        join pg_roles o on o.oid = p.proowner
+        where (o.rolbypassrls or o.rolsuper) and {_USER_SCHEMAS}
+          and 'uuid'::regtype = any (p.proargtypes::regtype[])
+          and exists (select from unnest(%(request_roles)s::text[]) r
+                      where has_function_privilege(r, p.oid, 'execute'))
+          and format('%%I.%%I', n.nspname, p.proname) <> all (%(reviewed_id_takers)s)
+        """,
+    ),
     "view_without_security_invoker": (
         "a view runs with its owner's rights (security_invoker is not set)",
         f"""
@@ -180,6 +224,8 @@ def audit(conn) -> list[Finding]:
             query,
             {
                 "app_roles": list(APP_ROLES),
+                "request_roles": list(REQUEST_ROLES),
+                "reviewed_id_takers": list(REVIEWED_ID_TAKERS),
                 "trusted_views": list(TRUSTED_VIEWS),
                 "platform_keyed": list(PLATFORM_KEYED_TABLES),
                 "context_pattern": CONTEXT_PATTERN,

@@ -98,6 +98,15 @@ CASES = {
         "cajex.doctor_public()",
         None,
     ),
+    "bypassing_function_takes_an_id": (
+        "create function cajex_private.doctor_peek(p_workspace_id uuid) returns integer"
+        " language sql security definer set search_path = pg_catalog, pg_temp as 'select 1';"
+        "revoke execute on function cajex_private.doctor_peek(uuid) from public;"
+        "alter function cajex_private.doctor_peek(uuid) owner to cajex_definer;"
+        "grant execute on function cajex_private.doctor_peek(uuid) to cajex_app;",
+        "cajex_private.doctor_peek(p_workspace_id uuid)",
+        None,
+    ),
     "view_without_security_invoker": (
         "create view cajex.doctor_owner_rights as select id from cajex.projects;",
         "cajex.doctor_owner_rights",
