@@ -830,6 +830,20 @@ begin
     raise exception 'no workspace of this organisation where you may move projects has that address'
       using errcode = 'CXNFD', detail = 'target';
   end if;
+  -- The target's sign-in rules hold as if this session opened it: a
+  -- workspace that enforces SSO, or chose its sign-in methods, takes
+  -- projects only from a session it would let in (cajex_private.context).
+  if exists (
+       select from cajex.sessions s
+       where s.id = (select c.session_id from cajex_private.context c)
+         and ((v_target.sso_enforced and s.sso_workspace_id is distinct from v_target.id)
+              or (s.auth_method in ('google', 'apple', 'github', 'magic_link')
+                  and exists (select from cajex.workspace_signin_methods sm
+                              where sm.workspace_id = v_target.id and s.auth_method <> all (sm.methods))))) then
+    raise exception 'the target workspace needs its own sign-in for this session'
+      using errcode = 'CXFBD', detail = 'target',
+        hint = 'Sign in to the target workspace the way it requires, then move the projects from there.';
+  end if;
   perform from cajex.workspaces w where w.id in (v_source, v_target.id) order by w.id for update;
   select array_agg(p.id order by p.id) into v_ids
   from cajex.projects p

@@ -592,3 +592,50 @@ def test_a_downgrade_waits_for_an_acceptance_and_then_sees_its_seat(world):
         (ws.id,),
     ).fetchone()
     assert row == {"plan": "basic", "seats": 4}
+
+
+def test_a_move_holds_to_the_target_workspaces_sign_in_rules(world):
+    """An owner of both workspaces whose session the target would not let in
+    (it enforces SSO, or chose other sign-in methods) cannot move projects
+    into it from the source either."""
+    src = world.workspace(plan="enterprise")
+    dst = world.workspace(
+        owner=src.owner, plan="enterprise", organisation_id=src.organisation_id
+    )
+    p = world.project(src)
+
+    def move():
+        with world.as_user(src.owner, src) as (conn, _):
+            return conn.execute(
+                "select cajex.move_projects(%s, %s) as n", (dst.slug, [p["id"]])
+            ).fetchone()["n"]
+
+    world.admin.execute(
+        "update cajex.workspaces set sso_enforced = true where id = %s", (dst.id,)
+    )
+    with raises_sql("CXFBD"):
+        move()
+    world.admin.execute(
+        "update cajex.workspaces set sso_enforced = false where id = %s", (dst.id,)
+    )
+    world.admin.execute(
+        "update cajex.sessions set auth_method = 'magic_link' where id = %s",
+        (src.owner.session_id,),
+    )
+    world.admin.execute(
+        "insert into cajex.workspace_signin_methods (workspace_id, methods)"
+        " values (%s, '{google}')",
+        (dst.id,),
+    )
+    with raises_sql("CXFBD"):
+        move()
+    remaining = world.admin.execute(
+        "select workspace_id from cajex.projects where id = %s", (p["id"],)
+    ).fetchall()
+    assert remaining == [{"workspace_id": src.id}]
+    world.admin.execute(
+        "update cajex.workspace_signin_methods set methods = '{google,magic_link}'"
+        " where workspace_id = %s",
+        (dst.id,),
+    )
+    assert move() == 1
