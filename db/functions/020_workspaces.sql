@@ -300,6 +300,26 @@ begin
 end;
 $$;
 
+-- Holds the open workspace's plan still until the transaction ends: the
+-- paths that switch on a plan-gated capability (an SSO connection, a SCIM
+-- token, AI) take it before they check the feature, and cajex.change_plan
+-- locks the row before it reads its blockers, so the two never interleave
+-- (a downgrade waits, then sees the capability and refuses). The audit row
+-- such a change writes holds a key-share lock on the row as well (its
+-- foreign key); this does not rely on that.
+create or replace function cajex_private.hold_plan()
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform from cajex.workspaces w
+  where w.id = (select c.workspace_id from cajex_private.context c)
+  for share;
+end;
+$$;
+
 create or replace function cajex_private.require_feature(p_feature text)
 returns void
 language plpgsql

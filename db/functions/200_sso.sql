@@ -238,6 +238,7 @@ begin
     raise exception 'a connection is enabled or disabled' using errcode = 'CXINV', detail = 'status';
   end if;
   if p_status = 'enabled' then
+    perform cajex_private.hold_plan();
     perform cajex_private.require_feature('sso');
   end if;
   update cajex.sso_connections c set status = p_status, updated_at = now()

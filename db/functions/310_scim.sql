@@ -98,6 +98,7 @@ begin
   elsif v_ws is null then
     raise exception 'no workspace is open for this request' using errcode = 'CXNCX';
   end if;
+  perform cajex_private.hold_plan();
   perform cajex_private.require_feature('scim');
   if p_label is null or char_length(btrim(p_label)) not between 1 and 100 then
     raise exception 'a label of 1 to 100 characters' using errcode = 'CXINV', detail = 'label';

@@ -85,6 +85,10 @@ begin
       using errcode = 'CXINV', detail = 'api_key';
   end if;
 
+  -- Switching on is a plan-change blocker: hold the plan still meanwhile.
+  if coalesce((p_changes ->> 'enabled')::boolean, false) then
+    perform cajex_private.hold_plan();
+  end if;
   insert into cajex.ai_settings (workspace_id) values (v_ws) on conflict do nothing;
   select * into v_row from cajex.ai_settings s where s.workspace_id = v_ws for update;
 

@@ -751,3 +751,49 @@ def test_keys_command_rotates_data_and_master_keys_and_the_gateway_still_reads(
     assert ask(world, a, new).text and ask(world, b, new).text
     for text in (out.output, first.output):
         assert KEY not in text and old_hex not in text and new_hex not in text
+
+
+def test_a_downgrade_waits_for_ai_being_switched_on_and_then_refuses(
+    world, master, fake
+):
+    """The owner switches AI on while a downgrade to a plan without AI runs:
+    the downgrade waits for the switch, sees AI on, and refuses, rather than
+    leaving AI on where the plan has none."""
+    ws = world.workspace(plan="pro")
+    switching = world.app_connection()
+    outcome: list[str] = []
+
+    def downgrade():
+        conn = world.app_connection()
+        try:
+            with world.as_user(ws.owner, ws, conn=conn) as (c, _):
+                c.execute("select cajex.change_plan('free', 'offline')")
+            outcome.append("changed")
+        except psycopg.Error as exc:
+            outcome.append(exc.sqlstate or "error")
+        finally:
+            conn.close()
+
+    try:
+        with world.as_user(ws.owner, ws, conn=switching) as (conn, _):
+            ai_settings.save(
+                conn,
+                master,
+                ws.id,
+                {"enabled": True, "provider": "anthropic", "base_url": fake.url},
+                api_key=KEY,
+            )
+            thread = threading.Thread(target=downgrade)
+            thread.start()
+            thread.join(1.0)
+            assert thread.is_alive()  # waiting for the switch's transaction
+        thread.join(30)
+    finally:
+        switching.close()
+    assert outcome == ["CXPLN"]
+    row = world.admin.execute(
+        "select w.plan, s.enabled from cajex.workspaces w"
+        " join cajex.ai_settings s on s.workspace_id = w.id where w.id = %s",
+        (ws.id,),
+    ).fetchone()
+    assert row == {"plan": "pro", "enabled": True}
