@@ -44,11 +44,13 @@ class Settings:
     s3_bucket: str = ""
     pool_min: int = 2
     pool_max: int = 10
-    #: The logins of the sign-in pages (cajex_signin) and of the job worker
-    #: (cajex_worker). Empty: DATABASE_URL as that role, which suits a local
-    #: cluster; in production give each role its own password and URL.
+    #: The logins of the sign-in pages (cajex_signin), the job worker
+    #: (cajex_worker) and Stripe's webhook (cajex_webhook). Empty:
+    #: DATABASE_URL as that role, which suits a local cluster; in production
+    #: give each role its own password and URL.
     signin_database_url: str = ""
     worker_database_url: str = ""
+    webhook_database_url: str = ""
     extra: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -58,6 +60,10 @@ class Settings:
     @property
     def worker_url(self) -> str:
         return self.worker_database_url or role_url(self.database_url, "cajex_worker")
+
+    @property
+    def webhook_url(self) -> str:
+        return self.webhook_database_url or role_url(self.database_url, "cajex_webhook")
 
     @property
     def development(self) -> bool:
@@ -116,6 +122,7 @@ def from_env(**overrides) -> Settings:
         s3_endpoint_url=env.get("CAJEX_S3_ENDPOINT_URL", ""),
         s3_bucket=env.get("CAJEX_S3_BUCKET", ""),
         signin_database_url=env.get("SIGNIN_DATABASE_URL", ""),
+        webhook_database_url=env.get("WEBHOOK_DATABASE_URL", ""),
         worker_database_url=env.get("WORKER_DATABASE_URL", ""),
     )
     values.update(overrides)

@@ -13,6 +13,7 @@ APP_ROLES = (
     "cajex_app",
     "cajex_signin",
     "cajex_worker",
+    "cajex_webhook",
     "cajex_api",
     "cajex_authenticator",
     "cajex_anon",

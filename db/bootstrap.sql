@@ -13,6 +13,8 @@
 --                        session, link an identity, provision from SSO)
 --   cajex_worker         the job worker: logs in; cajex_app's rights and the
 --                        job queue (claim, finish, read a job's email)
+--   cajex_webhook        Stripe's webhook: logs in; applies a verified event
+--                        to the workspace of its customer, and nothing else
 --   cajex_authenticator  PostgREST logs in as it (NOINHERIT) and switches to
 --   cajex_api            the role of every PostgREST request
 --   cajex_anon           PostgREST requests without a JWT: sees nothing
@@ -32,6 +34,9 @@ begin
   end if;
   if not exists (select from pg_roles where rolname = 'cajex_worker') then
     create role cajex_worker login nobypassrls;
+  end if;
+  if not exists (select from pg_roles where rolname = 'cajex_webhook') then
+    create role cajex_webhook login nobypassrls;
   end if;
   if not exists (select from pg_roles where rolname = 'cajex_authenticator') then
     create role cajex_authenticator login noinherit nobypassrls;
@@ -56,7 +61,7 @@ grant cajex_app to cajex_signin, cajex_worker;
 do $db$
 begin
   execute format('grant create, connect on database %I to cajex_owner', current_database());
-  execute format('grant connect on database %I to cajex_app, cajex_signin, cajex_worker, cajex_authenticator',
+  execute format('grant connect on database %I to cajex_app, cajex_signin, cajex_worker, cajex_webhook, cajex_authenticator',
                  current_database());
   -- Nothing a request runs needs temporary tables.
   execute format('revoke temporary on database %I from public', current_database());

@@ -44,6 +44,11 @@ def create_app(
     app.extensions["cajex.signin_pool"] = db.make_pool(
         settings.signin_url, 1, max(2, settings.pool_max // 2), name="signin"
     )
+    # Stripe's webhook has a login of its own (cajex_webhook), the one role
+    # that may apply an event to any workspace.
+    app.extensions["cajex.webhook_pool"] = db.make_pool(
+        settings.webhook_url, 1, 2, name="webhook"
+    )
 
     from cajex.web import auth, errors, middleware
 

@@ -56,8 +56,14 @@ def signin_pool():
     return current_app.extensions["cajex.signin_pool"]
 
 
+def webhook_pool():
+    """Connections of Stripe's webhook (cajex_webhook): they may apply a
+    verified event to any workspace, and do nothing else."""
+    return current_app.extensions["cajex.webhook_pool"]
+
+
 def close_pools(app) -> None:
-    for name in ("cajex.pool", "cajex.signin_pool"):
+    for name in ("cajex.pool", "cajex.signin_pool", "cajex.webhook_pool"):
         app.extensions[name].close()
 
 

@@ -51,9 +51,11 @@ class World:
         self.admin_url = admin_url
         self.app_url = app_url
         self.secret = secret_hex
-        #: The sign-in pages' and the worker's logins (db/bootstrap.sql).
+        #: The sign-in pages', the worker's and the Stripe webhook's logins
+        #: (db/bootstrap.sql).
         self.signin_url = role_url(app_url, "cajex_signin")
         self.worker_url = role_url(app_url, "cajex_worker")
+        self.webhook_url = role_url(app_url, "cajex_webhook")
         self.conn = psycopg.connect(app_url, row_factory=dict_row)
         #: Users and sessions are made as the sign-in pages make them.
         self.signin = psycopg.connect(self.signin_url, row_factory=dict_row)

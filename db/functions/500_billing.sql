@@ -534,6 +534,43 @@ alter function cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)
 comment on function cajex_private.apply_stripe_event(text, text, bigint, text, jsonb) is
   'Apply a verified Stripe event once; returns duplicate, unmapped, stale, ignored or applied.';
 
+-- A subscription the Stripe API has just returned to the open workspace's
+-- owner (subscribing with a card on file, without Checkout), recorded as its
+-- webhook will record it. It applies to the open workspace's own customer
+-- only: the webhook (cajex_webhook) applies events for any customer, and a
+-- request may not.
+create or replace function cajex.record_subscription(p_kind text, p_created bigint, p_object jsonb)
+returns text
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_ws uuid := (select cajex.current_workspace_id());
+  v_customer text;
+begin
+  perform cajex_private.require_permission('billing.manage');
+  if p_kind is null or p_kind not in ('customer.subscription.created', 'customer.subscription.updated')
+     or jsonb_typeof(p_object) is distinct from 'object'
+     or coalesce(p_object ->> 'subscription_id', '') !~ '^sub_[A-Za-z0-9]{1,250}$' then
+    raise exception 'that is not a subscription the Stripe API returned'
+      using errcode = 'CXINV', detail = 'subscription';
+  end if;
+  select b.stripe_customer_id into v_customer from cajex.workspace_billing b where b.workspace_id = v_ws;
+  if v_customer is null then
+    raise exception 'this workspace has no Stripe customer yet'
+      using errcode = 'CXINV', detail = 'customer',
+            hint = 'Record the customer (cajex.record_stripe_customer) before its subscription.';
+  end if;
+  return cajex_private.apply_stripe_event(
+    format('api:%s:%s:%s:%s', p_object ->> 'subscription_id', p_kind,
+           p_object ->> 'quantity', p_object ->> 'plan'),
+    p_kind, coalesce(p_created, 0), v_customer, p_object);
+end;
+$$;
+comment on function cajex.record_subscription(text, bigint, jsonb) is
+  'Record a subscription the Stripe API returned for the open workspace''s own customer.';
+
 --------------------------------------------------------------------------------
 -- PostgREST: the open workspace's billing, under the caller's RLS (owners
 -- and admins see one row, everyone else none).

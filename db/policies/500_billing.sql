@@ -32,8 +32,17 @@ grant execute on function
   cajex.record_cancellation(boolean),
   cajex_private.seat_sync_state(),
   cajex_private.record_seat_sync(bigint, integer),
-  cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)
+  cajex.record_subscription(text, bigint, jsonb)
   to cajex_app;
+-- Stripe's webhook applies an event to whichever workspace has the event's
+-- customer, so it is the webhook's own login (cajex_webhook), which can do
+-- nothing else. A request records only its own workspace's subscription
+-- (cajex.record_subscription, which calls this as cajex_owner).
+grant usage on schema cajex_private to cajex_webhook;
+grant execute on function cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)
+  to cajex_webhook, cajex_owner;
+revoke execute on function cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)
+  from cajex_app, cajex_api, public;
 -- A deleted workspace's billing follow-up is the worker's, fenced by its job.
 grant execute on function
   cajex_private.deletion_billing_state(uuid, boolean, bigint),

@@ -813,6 +813,137 @@ def test_cannot_sign_in_as_another_workspaces_owner_from_a_request(world):
         )
 
 
+def _subscription(sub: str, plan: str, status: str = "active") -> dict:
+    return {
+        "subscription_id": sub,
+        "item_id": "si_1",
+        "status": status,
+        "plan": plan,
+        "quantity": 3,
+        "current_period_end": 1900000000,
+        "cancel_at_period_end": False,
+    }
+
+
+def _billing_of(world, workspace) -> dict:
+    return world.admin.execute(
+        "select w.plan, b.stripe_subscription_id, b.subscription_status, b.seats_paid"
+        " from cajex.workspaces w join cajex.workspace_billing b on b.workspace_id = w.id"
+        " where w.id = %s",
+        (workspace.id,),
+    ).fetchone()
+
+
+def test_stripe_events_are_applied_by_the_webhooks_login_alone(world):
+    """Applying a Stripe event acts on whichever workspace has its customer,
+    so only cajex_webhook may; that login reads no table and is no request
+    role."""
+    function = "cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)"
+
+    def may(role: str) -> bool:
+        return world.admin.execute(
+            "select has_function_privilege(%s, %s, 'execute') as ok", (role, function)
+        ).fetchone()["ok"]
+
+    assert may("cajex_webhook")
+    for role in (
+        "cajex_app",
+        "cajex_signin",
+        "cajex_worker",
+        "cajex_api",
+        "cajex_anon",
+        "cajex_authenticator",
+    ):
+        assert not may(role), role
+    a = world.workspace(plan="team")
+    world.project(a)
+    with psycopg.connect(world.webhook_url, row_factory=dict_row) as conn:
+        for query in (
+            "select count(*) from cajex.projects",
+            "select count(*) from cajex.workspace_billing",
+            "select count(*) from cajex_private.stripe_events",
+            "set role cajex_app",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(query)
+            conn.rollback()
+
+
+def test_cannot_move_another_workspaces_plan_from_a_request(world):
+    """From A's transaction, a forged Stripe event naming B's customer is
+    refused, and recording a subscription the API returned lands on A's own
+    customer whatever the answer says; B's billing is untouched."""
+    a, b = world.workspace(plan="free"), world.workspace(plan="team")
+    world.admin.execute(
+        "update cajex.workspace_billing set stripe_customer_id = 'cus_A1' where workspace_id = %s",
+        (a.id,),
+    )
+    world.admin.execute(
+        "update cajex.workspace_billing set stripe_customer_id = 'cus_B1',"
+        " stripe_subscription_id = 'sub_B1', subscription_status = 'active'"
+        " where workspace_id = %s",
+        (b.id,),
+    )
+    before = _billing_of(world, b)
+    forged = json.dumps(_subscription("sub_B1", "free", "canceled"))
+    with world.app_connection() as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with world.as_user(a.owner, a, conn=conn) as (c, _):
+                c.execute(
+                    "select cajex_private.apply_stripe_event('evt_forged',"
+                    " 'customer.subscription.deleted', 1, 'cus_B1', %s::jsonb)",
+                    (forged,),
+                )
+        answer = dict(_subscription("sub_A2", "pro"), customer_id="cus_B1")
+        with world.as_user(a.owner, a, conn=conn) as (c, _):
+            outcome = c.execute(
+                "select cajex.record_subscription('customer.subscription.created', 2, %s::jsonb) as o",
+                (json.dumps(answer),),
+            ).fetchone()["o"]
+    assert outcome == "applied"
+    assert _billing_of(world, b) == before
+    assert _billing_of(world, a) == {
+        "plan": "pro",
+        "stripe_subscription_id": "sub_A2",
+        "subscription_status": "active",
+        "seats_paid": 3,
+    }
+
+
+def test_recording_a_subscription_needs_billing_rights_and_a_customer(world):
+    a = world.workspace(plan="free")
+    admin = world.member(a, role="admin")
+    answer = json.dumps(_subscription("sub_A1", "team"))
+    record = "select cajex.record_subscription('customer.subscription.created', 1, %s::jsonb)"
+    cases = [
+        (admin, a, "CXFBD"),  # owners manage billing
+        (a.owner, None, "CXNCX"),  # no workspace open
+        (a.owner, a, "CXINV"),  # no Stripe customer yet
+    ]
+    for user, workspace, sqlstate in cases:
+        with pytest.raises(psycopg.Error) as info:
+            with world.as_user(user, workspace) as (c, _):
+                c.execute(record, (answer,))
+        assert info.value.sqlstate == sqlstate, (sqlstate, str(info.value))
+    world.admin.execute(
+        "update cajex.workspace_billing set stripe_customer_id = 'cus_A1' where workspace_id = %s",
+        (a.id,),
+    )
+    for kind, obj in (
+        ("invoice.paid", _subscription("sub_A1", "team")),
+        ("customer.subscription.created", {"plan": "team"}),
+        ("customer.subscription.created", dict(_subscription("x", "team"))),
+    ):
+        with pytest.raises(psycopg.Error) as info:
+            with world.as_user(a.owner, a) as (c, _):
+                c.execute(
+                    "select cajex.record_subscription(%s, 1, %s::jsonb)",
+                    (kind, json.dumps(obj)),
+                )
+        assert info.value.sqlstate == "CXINV", (kind, obj)
+    assert _billing_of(world, a)["plan"] == "free"
+
+
 def test_cannot_use_request_roles_to_write_tables_directly(world, tables):
     """cajex_app holds no insert, update or delete privilege on any workspace-owned table."""
     for role in ("cajex_app", "cajex_api", "cajex_anon", "cajex_authenticator"):

@@ -2,7 +2,7 @@
 -- forced, and no request role can get around it.
 begin;
 \ir helpers/setup.sql
-select plan(7);
+select plan(8);
 
 select is(
   (select array_agg(format('%I.%I', n.nspname, c.relname) order by 1)
@@ -15,7 +15,7 @@ select is(
 
 select is(
   (select array_agg(rolname::text order by 1) from pg_roles
-   where rolname in ('cajex_app', 'cajex_signin', 'cajex_worker', 'cajex_api',
+   where rolname in ('cajex_app', 'cajex_signin', 'cajex_worker', 'cajex_webhook', 'cajex_api',
                      'cajex_authenticator', 'cajex_anon')
      and (rolsuper or rolbypassrls)),
   null,
@@ -41,6 +41,14 @@ select ok(
 );
 
 select ok(
+  not pg_has_role('cajex_webhook', 'cajex_app', 'member')
+  and not pg_has_role('cajex_app', 'cajex_webhook', 'member')
+  and has_function_privilege('cajex_webhook', 'cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)', 'execute')
+  and not has_function_privilege('cajex_app', 'cajex_private.apply_stripe_event(text, text, bigint, text, jsonb)', 'execute'),
+  'Stripe events are the webhook login''s alone, and it has nothing of a request''s'
+);
+
+select ok(
   pg_has_role('cajex_authenticator', 'cajex_api', 'member')
   and not (select rolinherit from pg_roles where rolname = 'cajex_authenticator'),
   'the authenticator may become cajex_api and inherits nothing'
@@ -48,7 +56,7 @@ select ok(
 
 select is(
   (select array_agg(c.relname::text) from pg_class c join pg_roles r on r.oid = c.relowner
-   where r.rolname in ('cajex_app', 'cajex_signin', 'cajex_worker', 'cajex_api',
+   where r.rolname in ('cajex_app', 'cajex_signin', 'cajex_worker', 'cajex_webhook', 'cajex_api',
                        'cajex_authenticator', 'cajex_anon')),
   null,
   'request roles own nothing'

@@ -17,6 +17,7 @@ from cajex.web.middleware import (
     pool,
     register_nav,
     settings,
+    webhook_pool,
     workspace_view,
 )
 from flask import (
@@ -198,16 +199,12 @@ def _ensure_customer(conn) -> str:
 
 
 def _apply_api_state(conn, state: dict, kind: str) -> None:
-    """Record a subscription the API just returned, as its webhook would."""
+    """Record a subscription the API just returned, as its webhook would
+    (for the open workspace's own customer: cajex.record_subscription)."""
+    fields = {k: v for k, v in state.items() if k != "customer_id"}
     conn.execute(
-        "select cajex_private.apply_stripe_event(%s, %s, %s, %s, %s::jsonb)",
-        (
-            f"api:{state['subscription_id']}:{kind}:{state['quantity']}:{state['plan']}",
-            kind,
-            state["created"] or 0,
-            state["customer_id"],
-            json.dumps(state),
-        ),
+        "select cajex.record_subscription(%s, %s, %s::jsonb)",
+        (kind, state["created"] or 0, json.dumps(fields)),
     )
 
 
@@ -409,7 +406,7 @@ def webhook():
         raise AppError(
             400, "bad_signature", "the Stripe signature does not verify"
         ) from None
-    with pool().connection() as conn:
+    with webhook_pool().connection() as conn:
         outcome = webhooks.apply(conn, event, settings())
     _logger.info(
         "stripe.webhook_applied",
