@@ -142,7 +142,7 @@ def main() -> None:
         prober.phase = "purge"
         started = time.perf_counter()
         summary = retention.purge_workspace(
-            pg.url(user="cajex_app"), None, second, batch=args.batch, pace=args.pace
+            pg.url(user="cajex_worker"), None, second, batch=args.batch, pace=args.pace
         )
         purge_s = time.perf_counter() - started
         prober.phase = "after"

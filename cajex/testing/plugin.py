@@ -45,12 +45,14 @@ admin_conn = factories.postgresql("cajex_pg")
 
 @pytest.fixture
 def db_urls(admin_conn) -> dict:
-    """URLs of this test's database: as the superuser and as cajex_app."""
+    """URLs of this test's database: as the superuser, cajex_app and the
+    other login roles."""
     info = admin_conn.info
     base = f"127.0.0.1:{info.port}/{info.dbname}"
     return {
         "admin": f"postgresql://postgres@{base}",
         "app": f"postgresql://cajex_app@{base}",
+        "worker": f"postgresql://cajex_worker@{base}",
         "authenticator": f"postgresql://cajex_authenticator@{base}",
         "dbname": info.dbname,
     }

@@ -724,6 +724,8 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_purge cajex_private.workspace_purges;
+  v_table record;
+  v_left boolean;
 begin
   select * into v_purge from cajex_private.workspace_purges p
   where p.workspace_id = p_workspace_id
@@ -733,6 +735,21 @@ begin
   end if;
   if v_purge.finished_at is not null then
     return false;
+  end if;
+  -- Done means gone: no row of any table the workspace owns, and no key.
+  for v_table in select t.table_name, t.column_name from cajex_private.purge_tables() t loop
+    execute format('select exists (select from %s where %I = $1)', v_table.table_name, v_table.column_name)
+      into v_left using p_workspace_id;
+    if v_left then
+      raise exception 'rows of this workspace are left in %', v_table.table_name
+        using errcode = 'CXSTL', detail = 'purge',
+              hint = 'Run the purge again: it resumes where it stopped.';
+    end if;
+  end loop;
+  if exists (select from cajex.workspace_keys k where k.workspace_id = p_workspace_id) then
+    raise exception 'this workspace''s data keys are not destroyed yet'
+      using errcode = 'CXSTL', detail = 'purge',
+            hint = 'Run the purge again: it resumes where it stopped.';
   end if;
   update cajex_private.workspace_purges p
   set finished_at = now(), objects_deleted = p.objects_deleted + coalesce(p_objects_deleted, 0)

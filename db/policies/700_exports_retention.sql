@@ -51,7 +51,12 @@ grant execute on function
   cajex.my_deleted_workspaces(),
   cajex.restore_workspace(uuid),
   cajex_private.schema_version(),
-  cajex_private.export_download_allowed(uuid, text),
+  cajex_private.export_download_allowed(uuid, text)
+  to cajex_app;
+
+-- Purging is the worker's (cajex_worker): it deletes any due workspace's
+-- rows past RLS, so a request may neither start one nor mark one done.
+grant execute on function
   cajex_private.purge_due(integer),
   cajex_private.purge_tables(),
   cajex_private.purge_begin(uuid),
@@ -61,7 +66,18 @@ grant execute on function
   cajex_private.purge_rows_left(uuid, regclass, text),
   cajex_private.purge_destroy_keys(uuid),
   cajex_private.purge_finish(uuid, bigint)
-  to cajex_app;
+  to cajex_worker;
+revoke execute on function
+  cajex_private.purge_due(integer),
+  cajex_private.purge_tables(),
+  cajex_private.purge_begin(uuid),
+  cajex_private.purge_batch(uuid, regclass, text, integer, text[]),
+  cajex_private.purge_walks(uuid, regclass, text),
+  cajex_private.purge_pages(uuid, regclass, text, bigint, integer),
+  cajex_private.purge_rows_left(uuid, regclass, text),
+  cajex_private.purge_destroy_keys(uuid),
+  cajex_private.purge_finish(uuid, bigint)
+  from cajex_app, cajex_api;
 
 -- Expiring any workspace's exports is the worker's job (cajex_worker).
 grant execute on function

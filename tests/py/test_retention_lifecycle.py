@@ -213,7 +213,7 @@ def test_purge_removes_rows_objects_and_keys_of_that_workspace_only(
 
     assert delete(signed_in(ws.owner), ws, csrf_headers).status_code == 200
     # Not due yet: nothing happens.
-    assert retention.purge_workspace(db_urls["app"], store, ws.id) is None
+    assert retention.purge_workspace(db_urls["worker"], store, ws.id) is None
     _due(world, ws)
     # Once the window has passed it cannot be restored.
     late = signed_in(ws.owner).post(
@@ -222,12 +222,12 @@ def test_purge_removes_rows_objects_and_keys_of_that_workspace_only(
     assert late.status_code == 410
 
     # A purge that crashed after one small batch resumes and completes.
-    app = psycopg.connect(db_urls["app"], autocommit=True, row_factory=dict_row)
-    assert app.execute(
+    worker = psycopg.connect(db_urls["worker"], autocommit=True, row_factory=dict_row)
+    assert worker.execute(
         "select cajex_private.purge_begin(%s) as ok", (ws.id,)
     ).fetchone()["ok"]
     assert (
-        app.execute(
+        worker.execute(
             "select deleted as n from cajex_private.purge_batch("
             "%s, 'cajex.audit_log'::regclass, 'workspace_id', 3)",
             (ws.id,),
@@ -236,14 +236,14 @@ def test_purge_removes_rows_objects_and_keys_of_that_workspace_only(
     )
     # A table that is not workspace-owned is refused.
     with pytest.raises(psycopg.Error) as refused:
-        app.execute(
+        worker.execute(
             "select cajex_private.purge_batch(%s, 'cajex.users'::regclass, 'id', 3)",
             (ws.id,),
         )
     assert refused.value.sqlstate == "CXINV"
-    app.close()
+    worker.close()
 
-    done = retention.purge_due(db_urls["app"], store, batch=4)
+    done = retention.purge_due(db_urls["worker"], store, batch=4)
     assert [d["workspace_id"] for d in done] == [str(ws.id)]
     assert done[0]["keys"] == 1 and done[0]["objects"] >= 3
 
@@ -269,8 +269,8 @@ def test_purge_removes_rows_objects_and_keys_of_that_workspace_only(
     assert ws.owner.email not in json.dumps(record[0]["details"])
 
     # Idempotent: nothing more to do, and the slug is free again.
-    assert retention.purge_workspace(db_urls["app"], store, ws.id) is None
-    assert retention.purge_due(db_urls["app"], store) == []
+    assert retention.purge_workspace(db_urls["worker"], store, ws.id) is None
+    assert retention.purge_due(db_urls["worker"], store) == []
     world.workspace(slug=ws.slug)
 
 
@@ -307,13 +307,13 @@ def test_a_large_workspace_is_purged_in_page_order_and_nothing_escapes(
     for ws in (big, small):
         _deleted_and_due(world, ws)
 
-    app = psycopg.connect(db_urls["app"], autocommit=True, row_factory=dict_row)
+    worker = psycopg.connect(db_urls["worker"], autocommit=True, row_factory=dict_row)
     for ws in (big, small):
-        assert app.execute("select cajex_private.purge_begin(%s) as ok", (ws.id,)).fetchone()["ok"]
+        assert worker.execute("select cajex_private.purge_begin(%s) as ok", (ws.id,)).fetchone()["ok"]
     walks = "select cajex_private.purge_walks(%s, 'cajex.projects', 'workspace_id') as w"
     # A workspace with a row on most pages is walked; one row among many pages is not.
-    assert app.execute(walks, (big.id,)).fetchone()["w"] is True
-    assert app.execute(walks, (small.id,)).fetchone()["w"] is False
+    assert worker.execute(walks, (big.id,)).fetchone()["w"] is True
+    assert worker.execute(walks, (small.id,)).fetchone()["w"] is False
 
     # Bad ranges, a set-null reference, and a workspace not being purged are refused.
     pages = "select * from cajex_private.purge_pages(%s, %s::regclass, %s, %s, %s)"
@@ -326,9 +326,9 @@ def test_a_large_workspace_is_purged_in_page_order_and_nothing_escapes(
         ((neighbour.id, "cajex.projects", "workspace_id", 0, 8), "CXNFD"),
     ):
         with pytest.raises(psycopg.Error) as refused:
-            app.execute(pages, args)
+            worker.execute(pages, args)
         assert refused.value.sqlstate == code, args
-    app.close()
+    worker.close()
 
     # A row that escapes the walk (here: written behind it once it has
     # passed) is found by the check after it and taken by the keyset batches.
@@ -352,7 +352,7 @@ def test_a_large_workspace_is_purged_in_page_order_and_nothing_escapes(
     monkeypatch.setattr(retention, "_walk_pages", walk_then_escape)
     monkeypatch.setattr(retention, "PROGRESS_SECONDS", 0.0)
     with capture_logs() as logs:
-        summary = retention.purge_workspace(db_urls["app"], None, big.id, batch=500)
+        summary = retention.purge_workspace(db_urls["worker"], None, big.id, batch=500)
     assert walked == [4200] and left == [True]
     # A long walk says how far it has got, table by table.
     progress = [e for e in logs if e["event"] == "purge.progress"]
@@ -365,5 +365,90 @@ def test_a_large_workspace_is_purged_in_page_order_and_nothing_escapes(
     assert owned_counts(world.admin, neighbour.id) == neighbour_before
 
     # The small workspace goes in key order, all of it.
-    assert retention.purge_workspace(db_urls["app"], None, small.id, batch=500)["rows"] >= 1
+    assert retention.purge_workspace(db_urls["worker"], None, small.id, batch=500)["rows"] >= 1
     assert all(n == 0 for n in owned_counts(world.admin, small.id).values())
+
+
+PURGE_CALLS = [
+    ("select * from cajex_private.purge_due(10)", False),
+    ("select cajex_private.purge_begin(%s)", True),
+    (
+        "select * from cajex_private.purge_batch(%s, 'cajex.projects'::regclass, 'workspace_id', 10)",
+        True,
+    ),
+    ("select cajex_private.purge_destroy_keys(%s)", True),
+    ("select cajex_private.purge_finish(%s, 0)", True),
+]
+
+
+@pytest.mark.parametrize(("query", "takes_id"), PURGE_CALLS)
+def test_a_request_can_neither_purge_a_workspace_nor_mark_one_purged(
+    world, db_urls, query, takes_id
+):
+    """Purging deletes a due workspace's rows past RLS: it is the worker's
+    (cajex_worker). From another workspace's transaction, or with none, a
+    request is refused and the deleted workspace keeps every row."""
+    ws, other = world.workspace(), world.workspace()
+    populate(world, ws)
+    _deleted_and_due(world, ws)
+    before = owned_counts(world.admin, ws.id)
+    params = (ws.id,) if takes_id else ()
+    with world.app_connection() as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with world.as_user(other.owner, other, conn=conn) as (c, _):
+                c.execute(query, params)
+        conn.autocommit = True
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(query, params)
+    assert owned_counts(world.admin, ws.id) == before
+    status = world.admin.execute(
+        "select status from cajex.workspaces where id = %s", (ws.id,)
+    ).fetchone()["status"]
+    assert status == "deleted"
+
+
+def test_a_purge_is_not_marked_done_while_rows_or_keys_are_left(world, db_urls):
+    """purge_finish checks that nothing of the workspace is left: a purge that
+    skipped a table, or its keys, stays open, and running it again ends it."""
+    ws = world.workspace()
+    populate(world, ws)
+    _deleted_and_due(world, ws)
+    worker = psycopg.connect(db_urls["worker"], autocommit=True, row_factory=dict_row)
+    try:
+        assert worker.execute(
+            "select cajex_private.purge_begin(%s) as ok", (ws.id,)
+        ).fetchone()["ok"]
+        with pytest.raises(psycopg.Error) as left:
+            worker.execute("select cajex_private.purge_finish(%s, 0)", (ws.id,))
+        assert left.value.sqlstate == "CXSTL"
+        tables = worker.execute(
+            "select table_name::text as t, column_name as c"
+            " from cajex_private.purge_tables() where table_name <> 'cajex.workspace_keys'::regclass"
+        ).fetchall()
+        for t in tables:
+            while worker.execute(
+                "select deleted from cajex_private.purge_batch(%s, %s::regclass, %s, 1000)",
+                (ws.id, t["t"], t["c"]),
+            ).fetchone()["deleted"]:
+                pass
+        # Every row is gone but the data keys are not destroyed yet.
+        with pytest.raises(psycopg.Error) as keys:
+            worker.execute("select cajex_private.purge_finish(%s, 0)", (ws.id,))
+        assert keys.value.sqlstate == "CXSTL" and "keys" in str(keys.value)
+        assert (
+            world.admin.execute(
+                "select status from cajex.workspaces where id = %s", (ws.id,)
+            ).fetchone()["status"]
+            == "deleted"
+        )
+    finally:
+        worker.close()
+    summary = retention.purge_workspace(db_urls["worker"], None, ws.id)
+    assert summary is not None and summary["keys"] >= 1
+    assert sum(owned_counts(world.admin, ws.id).values()) == 0
+    assert (
+        world.admin.execute(
+            "select status from cajex.workspaces where id = %s", (ws.id,)
+        ).fetchone()["status"]
+        == "purged"
+    )
