@@ -36,22 +36,37 @@ class InvalidToken(ValueError):
     pass
 
 
-def verify(token: str, secret: str, leeway: int = 0) -> dict:
+#: The audience PostgREST is configured to accept (its `jwt-aud`).
+AUDIENCE = "cajex-postgrest"
+
+
+def verify(
+    token: str, secret: str, leeway: int = 0, audience: str | None = AUDIENCE
+) -> dict:
+    """The claims of a token PostgREST would accept: HS256 under `secret`,
+    an expiry that has not passed, and `audience` as its aud (None: any)."""
     try:
         header_b64, body_b64, sig_b64 = token.split(".")
         header = json.loads(_unb64(header_b64))
         claims = json.loads(_unb64(body_b64))
     except ValueError as exc:
         raise InvalidToken("malformed") from exc
-    if header.get("alg") != "HS256":
+    if not isinstance(header, dict) or header.get("alg") != "HS256":
         raise InvalidToken("alg")
     mac = hmac.new(
         secret.encode(), f"{header_b64}.{body_b64}".encode(), hashlib.sha256
     ).digest()
     if not hmac.compare_digest(_b64(mac), sig_b64):
         raise InvalidToken("signature")
-    if "exp" in claims and claims["exp"] + leeway < time.time():
+    if not isinstance(claims, dict):
+        raise InvalidToken("malformed")
+    expiry = claims.get("exp")
+    if not isinstance(expiry, int) or isinstance(expiry, bool):
+        raise InvalidToken("no_expiry")
+    if expiry + leeway < time.time():
         raise InvalidToken("expired")
+    if audience is not None and claims.get("aud") != audience:
+        raise InvalidToken("audience")
     return claims
 
 
@@ -68,7 +83,7 @@ def postgrest_token(
             "workspace_id": str(workspace_id),
             "iat": now,
             "exp": now + ttl,
-            "aud": "cajex-postgrest",
+            "aud": AUDIENCE,
         },
         secret,
     )

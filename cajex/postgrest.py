@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from cajex import jwt
 from cajex.config import Settings
 
 
@@ -27,11 +28,11 @@ def render_config(settings: Settings, authenticator_url: str, port: int = 3000) 
             f'db-uri = "{authenticator_url}"',
             'db-schemas = "api"',
             'db-anon-role = "cajex_anon"',
-            "# Opens the workspace context from request.jwt.claims in every",
-            "# request's transaction; without it every query sees zero rows.",
+            "# Runs in every request's transaction; the context itself is",
+            "# checked from request.jwt.claims by the database, GET included.",
             'db-pre-request = "api.pre_request"',
             f'jwt-secret = "{secret}"',
-            'jwt-aud = "cajex-postgrest"',
+            f'jwt-aud = "{jwt.AUDIENCE}"',
             'jwt-role-claim-key = ".role"',
             "db-pool = 10",
             'server-host = "127.0.0.1"',

@@ -17,7 +17,9 @@
 --   v1.s.<workspace id>.<actor label>.<expiry>.<hex signature>
 --       a job acting for one workspace (export, seat sync, ...)
 -- PostgREST requests carry no such token: PostgREST verified their JWT, and
--- api.pre_request() opens the context from request.jwt.claims.
+-- the view below checks its claims (request.jwt.claims) against the session
+-- and the membership, with no write, since PostgREST runs GET and HEAD in
+-- READ ONLY transactions.
 
 --------------------------------------------------------------------------------
 -- The context of the running statement, verified where it is read.
@@ -32,15 +34,62 @@
 --     hash. A wrong or stale credential, a revoked or expired session, a
 --     member who left and a deleted workspace all yield no workspace. Anyone
 --     may set the settings; nobody can produce another session's secret.
--- (b) Jobs, SCIM and PostgREST requests, and callers of open_context with a
---     signed token, have their context recorded for the transaction by a
---     definer function in cajex_private.active_contexts. Only used when (a)
---     is not, so the view has at most one row.
+-- (b) Jobs, SCIM, and callers of open_context with a signed token, have
+--     their context recorded for the transaction by a definer function in
+--     cajex_private.active_contexts.
+-- (c) A PostgREST request: the claims of the JWT PostgREST verified, read
+--     from request.jwt.claims (cajex_private.api_claims) and checked here
+--     like (a), minus the secret: the session must belong to the claimed
+--     user, and the workspace is named by id. Claims count only in a
+--     session of cajex_authenticator, the login PostgREST uses, whose
+--     clients run no SQL of their own; any other session gets nothing from
+--     them.
+-- (b) and (c) are used only when (a) is not, and (c) only in the
+-- authenticator's sessions, (b) never there, so the view has at most one row.
 --
 -- Owned by cajex_definer and not security_invoker: it must read sessions
 -- and memberships, which the request roles cannot. It only ever returns the
 -- caller's own context (security_barrier keeps a caller's own predicates
 -- from running before its checks).
+-- The claims of the JWT PostgREST verified for this request, when this is a
+-- session of its login (cajex_authenticator) acting as cajex_api: the user,
+-- the session and the workspace, as ids. Anything else (another login, the
+-- anonymous role, a claim missing or malformed) gives a row of nulls. Read
+-- by the context view below; it checks them against the database.
+create or replace function cajex_private.api_claims(
+  out user_id uuid,
+  out session_id uuid,
+  out workspace_id uuid
+)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_claims jsonb;
+  c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+begin
+  if session_user::text <> 'cajex_authenticator' then
+    return;
+  end if;
+  begin
+    v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+  exception when others then
+    return;
+  end;
+  if v_claims is null or jsonb_typeof(v_claims) <> 'object'
+     or coalesce(v_claims ->> 'role', '') <> 'cajex_api'
+     or coalesce(v_claims ->> 'sub', '') !~ c_uuid
+     or coalesce(v_claims ->> 'sid', '') !~ c_uuid
+     or coalesce(v_claims ->> 'workspace_id', '') !~ c_uuid then
+    return;
+  end if;
+  user_id := (v_claims ->> 'sub')::uuid;
+  session_id := (v_claims ->> 'sid')::uuid;
+  workspace_id := (v_claims ->> 'workspace_id')::uuid;
+end;
+$$;
+
 create or replace view cajex_private.context
 with (security_barrier = true)
 as
@@ -83,7 +132,34 @@ as
   from cajex_private.active_contexts c
   where c.backend_pid = pg_backend_pid()
     and c.opened_at = now()
-    and coalesce(current_setting('cajex.context', true), '') = '';
+    and coalesce(current_setting('cajex.context', true), '') = ''
+    and session_user <> 'cajex_authenticator'
+  union all
+  select w.workspace_id, s.user_id, s.id, w.member_role, 'api'::text, w.workspace_slug
+  -- The gate is a constant of the statement: other sessions never parse claims.
+  from (select a.user_id, a.session_id, a.workspace_id
+        from cajex_private.api_claims() a
+        where session_user = 'cajex_authenticator'
+          and coalesce(current_setting('cajex.context', true), '') = ''
+        offset 0) k
+  join cajex.sessions s
+    on s.id = k.session_id
+   and s.user_id = k.user_id
+   and s.revoked_at is null
+   and s.idle_expires_at > now()
+   and s.absolute_expires_at > now()
+  left join lateral (
+    select w.id as workspace_id, w.slug as workspace_slug, m.role as member_role
+    from cajex.workspaces w
+    join cajex.memberships m
+      on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
+    where w.id = k.workspace_id
+      and w.status = 'active'
+      and (not w.sso_enforced or s.sso_workspace_id = w.id)
+      and (s.auth_method not in ('google', 'apple', 'github', 'magic_link')
+           or not exists (select from cajex.workspace_signin_methods sm
+                          where sm.workspace_id = w.id and s.auth_method <> all (sm.methods)))
+  ) w on true;
 alter view cajex_private.context owner to cajex_definer;
 
 --------------------------------------------------------------------------------
@@ -341,9 +417,12 @@ comment on function cajex_private.open_context(text, text) is
   'one row: all null (and no context) for a bad token or a dead session; a null '
   'workspace when the user may not open the one named.';
 
--- PostgREST: called by api.pre_request() as cajex_api. PostgREST verified the
--- JWT before it switched roles; only its authenticator can become cajex_api,
--- so claims are trusted only when the session user is that authenticator.
+-- PostgREST: called by api.pre_request() as cajex_api at the start of every
+-- request. The context needs nothing from it (the view checks the claims
+-- itself); in a transaction that may write (POST, PATCH, DELETE) it slides
+-- the session's idle window, as a browser request does, at most once a
+-- minute. GET and HEAD run READ ONLY and leave the session as it is: their
+-- JWT lives five minutes, and is minted from a browser session that slides.
 create or replace function cajex_private.open_api_context()
 returns void
 language plpgsql
@@ -351,26 +430,24 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_claims jsonb;
-  c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+  v_claims record;
 begin
-  if session_user::text <> 'cajex_authenticator' then
+  if current_setting('transaction_read_only') = 'on' then
     return;
   end if;
-  begin
-    v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
-  exception when others then
-    return;
-  end;
-  if v_claims is null or jsonb_typeof(v_claims) <> 'object'
-     or coalesce(v_claims ->> 'role', '') <> 'cajex_api'
-     or coalesce(v_claims ->> 'sub', '') !~ c_uuid
-     or coalesce(v_claims ->> 'sid', '') !~ c_uuid
-     or coalesce(v_claims ->> 'workspace_id', '') !~ c_uuid then
+  select * into v_claims from cajex_private.api_claims();
+  if v_claims.session_id is null then
     return;
   end if;
-  perform cajex_private.install_context(
-    (v_claims ->> 'sub')::uuid, (v_claims ->> 'sid')::uuid, v_claims ->> 'workspace_id', 'api');
+  update cajex.sessions s
+  set last_seen_at = now(),
+      idle_expires_at = least(now() + (s.idle_expires_at - s.last_seen_at), s.absolute_expires_at)
+  where s.id = v_claims.session_id
+    and s.user_id = v_claims.user_id
+    and s.revoked_at is null
+    and s.idle_expires_at > now()
+    and s.absolute_expires_at > now()
+    and s.last_seen_at < now() - interval '1 minute';
 end;
 $$;
 alter function cajex_private.open_api_context() owner to cajex_definer;

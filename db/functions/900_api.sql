@@ -4,11 +4,19 @@
 
 -- PostgREST calls this in every request's transaction (db-pre-request),
 -- after it set the role and request.jwt.claims.
+-- PostgREST's db-pre-request, run at the start of every request. The
+-- context needs nothing from it; for cajex_api it slides the session
+-- (cajex_private.open_api_context). Anonymous requests (cajex_anon) run it
+-- too, and it does nothing for them.
 create or replace function api.pre_request()
 returns void
-language sql
+language plpgsql
 as $$
-  select cajex_private.open_api_context();
+begin
+  if current_user = 'cajex_api' then
+    perform cajex_private.open_api_context();
+  end if;
+end;
 $$;
 
 create or replace view api.projects

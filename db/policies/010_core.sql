@@ -208,6 +208,11 @@ grant execute on function
 grant execute on function cajex_private.open_context(text, text) to cajex_app;
 grant execute on function cajex_private.expect_context(uuid) to cajex_app;
 grant execute on function cajex_private.open_api_context() to cajex_api;
+-- Every statement that reads a policy expands the context view, and with it
+-- this reader of PostgREST's claims; outside the authenticator's sessions
+-- it is never called, but executing a statement needs the right to.
+grant execute on function cajex_private.api_claims()
+  to cajex_app, cajex_api, cajex_anon, cajex_owner, cajex_definer;
 grant execute on function cajex_private.install_context(uuid, uuid, text, text) to cajex_definer;
 
 grant execute on function
@@ -267,6 +272,8 @@ grant execute on function cajex_private.enqueue_job(text, jsonb, text, timestamp
 
 -- PostgREST
 grant select on api.projects, api.members, api.workspace to cajex_api;
+-- Anonymous requests run the pre-request too (it does nothing for them).
+grant execute on function api.pre_request() to cajex_anon;
 grant execute on function
   api.pre_request(),
   api.create_project(text, text, text[], text),

@@ -328,24 +328,16 @@ def test_cancel_and_portal_say_billing_is_offline(world, signed_in):
 
 
 def postgrest_billing(db_urls, settings, user, ws) -> list[dict]:
-    """PostgREST's transaction (role, verified claims, pre-request) reading api.billing."""
-    import json
-
-    from psycopg.rows import dict_row
-
+    """PostgREST's transaction for GET /billing (role, verified claims,
+    pre-request) reading api.billing."""
     from cajex import jwt
+    from cajex.testing import postgrest
 
     claims = jwt.verify(
         jwt.postgrest_token(settings.jwt_secret, user.id, user.session_id, str(ws.id)),
         settings.jwt_secret,
     )
-    with psycopg.connect(db_urls["authenticator"], row_factory=dict_row) as conn:
-        conn.execute(
-            "select set_config('role', 'cajex_api', true),"
-            " set_config('request.jwt.claims', %s, true)",
-            (json.dumps(claims),),
-        )
-        conn.execute("select api.pre_request()")
+    with postgrest.request(db_urls["authenticator"], "cajex_api", claims) as conn:
         return conn.execute(
             "select workspace_id, plan, seats_used from api.billing"
         ).fetchall()

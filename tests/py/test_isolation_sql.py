@@ -31,6 +31,7 @@ from test_isolation_support import (
 )
 
 from cajex import context, db, jwt
+from cajex.testing import postgrest
 
 BATTERY = settings(
     deadline=None,
@@ -367,34 +368,25 @@ def api_relations(admin) -> list[str]:
 def replay(
     auth_url: str, role: str, claims: str | None, relations: list[str], tables, user_id
 ):
-    """PostgREST's transaction for GET /<relation>: role, claims, pre-request, query.
+    """PostgREST's transaction for GET /<relation> (READ ONLY): role, claims,
+    pre-request, query.
 
     Returns (workspace ids seen through the api relations, leaks in the
     workspace-owned tables, the context's workspace).
     """
     seen: set = set()
-    with psycopg.connect(auth_url, row_factory=dict_row) as conn:
-        with conn.transaction():
-            conn.execute(
-                "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true),"
-                " set_config('request.method', 'GET', true), set_config('request.path', '/projects', true)",
-                (role, claims or ""),
-            )
-            if savepointed(conn, "select api.pre_request()") is None:
-                return seen, [], None
-            opened = (
-                conn.execute("select cajex.current_workspace_id() as w").fetchone()["w"]
-                if role == "cajex_api"
-                else None
-            )
-            for relation in relations:
-                rows = savepointed(conn, f"select to_jsonb(t) as row from {relation} t")  # noqa: S608
-                for r in rows or []:
-                    row = r["row"]
-                    seen.add(row.get("workspace_id") or row.get("id"))
-            found = (
-                leaks(conn, tables, {}, user_id, opened) if role == "cajex_api" else []
-            )
+    with postgrest.request(auth_url, role, claims, "GET", "/projects") as conn:
+        opened = (
+            conn.execute("select cajex.current_workspace_id() as w").fetchone()["w"]
+            if role == "cajex_api"
+            else None
+        )
+        for relation in relations:
+            rows = savepointed(conn, f"select to_jsonb(t) as row from {relation} t")  # noqa: S608
+            for r in rows or []:
+                row = r["row"]
+                seen.add(row.get("workspace_id") or row.get("id"))
+        found = leaks(conn, tables, {}, user_id, opened) if role == "cajex_api" else []
     return seen, found, opened
 
 
@@ -502,7 +494,8 @@ def test_can_read_own_projects_through_the_postgrest_replay(
 
 
 def test_cannot_pass_postgrest_with_a_forged_or_expired_jwt():
-    """Tokens signed with another secret, tampered or expired fail the check PostgREST runs."""
+    """Tokens signed with another secret, tampered, expired, without an expiry
+    or for another audience fail the check PostgREST runs."""
     token = jwt.postgrest_token(JWT_SECRET, "u", "s", "w")
     header, body, sig = token.split(".")
     for bad, secret in [
@@ -513,9 +506,90 @@ def test_cannot_pass_postgrest_with_a_forged_or_expired_jwt():
             jwt.sign({"role": "cajex_api"}, JWT_SECRET).rsplit(".", 1)[0] + ".",
             JWT_SECRET,
         ),
+        # Signed, but with no expiry, or for another audience.
+        (jwt.sign({"role": "cajex_api", "aud": jwt.AUDIENCE}, JWT_SECRET), JWT_SECRET),
+        (
+            jwt.sign(
+                {"role": "cajex_api", "exp": 2**40, "aud": "another-api"}, JWT_SECRET
+            ),
+            JWT_SECRET,
+        ),
+        (jwt.sign({"role": "cajex_api", "exp": 2**40}, JWT_SECRET), JWT_SECRET),
     ]:
         with pytest.raises(jwt.InvalidToken):
             jwt.verify(bad, secret)
+
+
+def test_postgrest_reads_run_read_only_and_writes_slide_the_session(world, db_urls):
+    """PostgREST runs GET and HEAD READ ONLY: the context opens there with no
+    write (the session is left as it is); a POST slides the session's idle
+    window as a browser request does. An anonymous request's pre-request
+    runs and opens nothing."""
+    a = world.workspace(plan="team")
+    world.project(a, name="Ours")
+    owner = a.owner
+    world.admin.execute(
+        "update cajex.sessions set last_seen_at = now() - interval '10 minutes' where id = %s",
+        (owner.session_id,),
+    )
+
+    def last_seen():
+        return world.admin.execute(
+            "select last_seen_at from cajex.sessions where id = %s", (owner.session_id,)
+        ).fetchone()["last_seen_at"]
+
+    claims = jwt.verify(
+        jwt.postgrest_token(JWT_SECRET, owner.id, owner.session_id, a.id),
+        JWT_SECRET,
+    )
+    stale = last_seen()
+    for method in ("GET", "HEAD"):
+        with postgrest.request(
+            db_urls["authenticator"], "cajex_api", claims, method, "/projects"
+        ) as conn:
+            assert conn.execute("show transaction_read_only").fetchone() == {
+                "transaction_read_only": "on"
+            }
+            assert conn.execute("select cajex.current_actor() as a").fetchone()["a"] == "api"
+            names = [r["name"] for r in conn.execute("select name from api.projects")]
+            assert names == ["Ours"]
+    assert last_seen() == stale
+    with postgrest.request(
+        db_urls["authenticator"], "cajex_api", claims, "POST", "/rpc/create_project"
+    ) as conn:
+        made = conn.execute("select * from api.create_project('Also ours')").fetchone()
+        assert made["workspace_id"] == a.id
+    assert last_seen() > stale
+    audit = world.admin.execute(
+        "select actor from cajex.audit_log where workspace_id = %s and action = 'project.created'"
+        " order by id desc limit 1",
+        (a.id,),
+    ).fetchone()
+    assert audit["actor"] == "api"
+    with postgrest.request(db_urls["authenticator"], "cajex_anon", None) as conn:
+        assert conn.execute("select current_user as u").fetchone()["u"] == "cajex_anon"
+        assert savepointed(conn, "select * from api.projects") is None
+
+
+def test_claims_open_nothing_outside_postgrests_login(world, db_urls):
+    """request.jwt.claims count only in a session of cajex_authenticator:
+    set by a request as cajex_app, or by any other login, they open nothing."""
+    a = world.workspace(plan="team")
+    world.project(a)
+    claims = json.dumps(
+        jwt.verify(
+            jwt.postgrest_token(JWT_SECRET, a.owner.id, a.owner.session_id, a.id),
+            JWT_SECRET,
+        )
+    )
+    for url in (world.app_url, world.signin_url, world.worker_url):
+        with psycopg.connect(url, row_factory=dict_row) as conn:
+            conn.execute("select set_config('request.jwt.claims', %s, true)", (claims,))
+            row = conn.execute(
+                "select cajex.current_workspace_id() as w,"
+                " (select count(*) from cajex.projects) as n"
+            ).fetchone()
+            assert row == {"w": None, "n": 0}, url
 
 
 def test_cannot_write_another_workspace_through_postgrest_rpc(world, dataset, db_urls):
@@ -529,28 +603,21 @@ def test_cannot_write_another_workspace_through_postgrest_rpc(world, dataset, db
         )
     )
     theirs = b.projects[0]["id"]
-    with psycopg.connect(db_urls["authenticator"], row_factory=dict_row) as conn:
-        with conn.transaction():
-            conn.execute(
-                "select set_config('role', 'cajex_api', true),"
-                " set_config('request.jwt.claims', %s, true)",
-                (claims,),
-            )
-            conn.execute("select api.pre_request()")
-            for statement in (
-                'select * from api.update_project(%s, \'{"name": "pwned"}\')',
-                "select api.delete_project(%s)",
-            ):
-                assert (
-                    savepointed(
-                        conn, statement, (theirs,), expected=(psycopg.DatabaseError,)
-                    )
-                    is None
+    with postgrest.request(
+        db_urls["authenticator"], "cajex_api", claims, "POST", "/rpc/update_project"
+    ) as conn:
+        for statement in (
+            'select * from api.update_project(%s, \'{"name": "pwned"}\')',
+            "select api.delete_project(%s)",
+        ):
+            assert (
+                savepointed(
+                    conn, statement, (theirs,), expected=(psycopg.DatabaseError,)
                 )
-            made = conn.execute(
-                "select * from api.create_project('via postgrest')"
-            ).fetchone()
-            assert made["workspace_id"] == a.ws.id
+                is None
+            )
+        made = conn.execute("select * from api.create_project('via postgrest')").fetchone()
+        assert made["workspace_id"] == a.ws.id
     row = world.admin.execute(
         "select name from cajex.projects where id = %s", (theirs,)
     ).fetchone()

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from test_export_support import export_row, outbox_job, request_export, run_job
 
 from cajex import jwt, retention, storage
+from cajex.testing import postgrest
 
 
 def owned_counts(admin, workspace_id) -> dict[str, int]:
@@ -51,18 +52,12 @@ def delete(client, ws, csrf_headers, name=None):
 
 
 def postgrest_replay(db_urls, settings, user, ws) -> tuple:
-    """PostgREST's transaction: role, verified claims, pre-request, a read."""
+    """PostgREST's transaction for a GET: role, verified claims, pre-request, a read."""
     claims = jwt.verify(
         jwt.postgrest_token(settings.jwt_secret, user.id, user.session_id, str(ws.id)),
         settings.jwt_secret,
     )
-    with psycopg.connect(db_urls["authenticator"], row_factory=dict_row) as conn:
-        conn.execute(
-            "select set_config('role', 'cajex_api', true),"
-            " set_config('request.jwt.claims', %s, true)",
-            (json.dumps(claims),),
-        )
-        conn.execute("select api.pre_request()")
+    with postgrest.request(db_urls["authenticator"], "cajex_api", claims) as conn:
         opened = conn.execute("select cajex.current_workspace_id() as w").fetchone()[
             "w"
         ]
