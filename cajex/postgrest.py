@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from cajex import jwt
 from cajex.config import Settings
 
 
 def authenticator_url_from(database_url: str) -> str:
-    """The same server and database, as cajex_authenticator."""
-    parts = urlsplit(database_url)
-    host = parts.hostname or "127.0.0.1"
-    netloc = f"cajex_authenticator@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    """The same server and database, as cajex_authenticator (a URL or a
+    key=value string alike; a `user` in the query and the app's password
+    are dropped: the authenticator has a password of its own)."""
+    params = conninfo_to_dict(database_url)
+    params.pop("password", None)
+    params["user"] = "cajex_authenticator"
+    params.setdefault("host", "127.0.0.1")
+    return make_conninfo(**params)
 
 
 def render_config(settings: Settings, authenticator_url: str, port: int = 3000) -> str:

@@ -14,7 +14,6 @@ import json
 from cajex.web.auth import csrf_exempt
 from cajex.web.middleware import (
     json_body,
-    pool,
     register_nav,
     settings,
     webhook_pool,
