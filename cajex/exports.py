@@ -352,18 +352,38 @@ def write_json(
     return sink.digest.hexdigest(), counts
 
 
+def object_prefix(workspace_id, export_id, attempt: int) -> str:
+    """Where one attempt of an export publishes its objects (ends in '/').
+
+    Each attempt has its own prefix: two deliveries of one job running at
+    once never write the same object, so the files of the attempt that
+    finishes are the ones its checksums were taken from.
+    """
+    return f"{workspace_id}/exports/{export_id}/{int(attempt)}/"
+
+
 def build(
-    conns, store, workspace: dict, export_id: str, schema_version: str, progress=None
+    conns,
+    store,
+    workspace: dict,
+    export_id: str,
+    schema_version: str,
+    progress=None,
+    *,
+    attempt: int = 1,
 ) -> tuple[dict, dict]:
-    """Write and publish an export; returns (objects, row counts).
+    """Write and publish an export attempt; returns (objects, row counts).
 
     `conns` is a connection in the workspace's service context, or a list of
-    them on one snapshot (see snapshot_context) to split big tables between. Files are written to
-    scratch names and only published (atomically, after verification) once
-    all of them are complete; a failure before that publishes nothing.
+    them on one snapshot (see snapshot_context) to split big tables between.
+    Files are written to scratch names and only published (atomically, after
+    verification) once all of them are complete, under the attempt's own
+    prefix (see object_prefix); a failure before that publishes nothing.
+    The export job passes the attempt start_export handed out (the default
+    serves callers outside the job, such as bench/export.py).
     """
     ws_id = str(workspace["id"])
-    prefix = f"{ws_id}/exports/{export_id}"
+    prefix = object_prefix(ws_id, export_id, attempt).rstrip("/")
     head = {
         "format_version": FORMAT_VERSION,
         "workspace": {

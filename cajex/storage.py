@@ -2,10 +2,16 @@
 store in production.
 
 Every object key starts with the id of the workspace it belongs to
-(`<workspace id>/exports/<export id>/export.json`), and every download link
-names that workspace: a link is only served when the key sits under the
-workspace it was signed for, so a link for one workspace's export never
-serves another's.
+(`<workspace id>/exports/<export id>/<attempt>/export.json`), and every
+download link names that workspace: a link is only served when the key sits
+under the workspace it was signed for, so a link for one workspace's export
+never serves another's.
+
+Download links always point at the app (`/exports/download`, signed with
+HMAC), whatever the backend: the app checks on every use that the workspace
+is active and the export live. With S3 it then redirects to a presigned GET
+that lives only a minute (PRESIGNED_TTL), so a link handed out before the
+workspace was deleted stops working with the deletion, not a day later.
 
 Publishing is atomic in both backends: the bytes go to a temporary name
 first, are verified against the SHA-256 computed while writing, and only
@@ -30,6 +36,9 @@ _logger = log.get("cajex.storage")
 
 #: Download links live this long unless asked otherwise.
 LINK_TTL = 24 * 3600
+#: The presigned GET the download endpoint redirects to: long enough for the
+#: browser to follow the redirect, too short to be kept and shared.
+PRESIGNED_TTL = 60
 _CHUNK = 1 << 20
 
 
@@ -102,6 +111,31 @@ def verify_link(
     return key
 
 
+def app_link(
+    secret: str,
+    public_url: str,
+    workspace_id: str,
+    key: str,
+    ttl: int = LINK_TTL,
+    now: float | None = None,
+) -> str:
+    """A signed link to the app's download endpoint, good for `ttl` seconds."""
+    workspace_id = str(uuid.UUID(str(workspace_id)))
+    check_key(workspace_id, key)
+    if not secret:
+        raise ValueError("download links need the app's secret key")
+    exp = int((time.time() if now is None else now) + ttl)
+    query = urllib.parse.urlencode(
+        {
+            "w": workspace_id,
+            "k": key,
+            "e": exp,
+            "s": link_signature(secret, workspace_id, key, exp),
+        }
+    )
+    return f"{public_url.rstrip('/')}/exports/download?{query}"
+
+
 class LocalStorage:
     """Objects as files under `<data dir>/objects`, served by the app's
     download endpoint through signed links."""
@@ -166,31 +200,31 @@ class LocalStorage:
         self, workspace_id: str, key: str, ttl: int = LINK_TTL, now: float | None = None
     ) -> str:
         """A signed download link, good for `ttl` seconds."""
-        workspace_id = str(uuid.UUID(str(workspace_id)))
-        check_key(workspace_id, key)
-        exp = int((time.time() if now is None else now) + ttl)
-        query = urllib.parse.urlencode(
-            {
-                "w": workspace_id,
-                "k": key,
-                "e": exp,
-                "s": link_signature(self.secret, workspace_id, key, exp),
-            }
-        )
-        return f"{self.public_url}/exports/download?{query}"
+        return app_link(self.secret, self.public_url, workspace_id, key, ttl, now)
 
 
 class S3Storage:
-    """Objects in an S3-compatible bucket, downloaded through presigned GETs."""
+    """Objects in an S3-compatible bucket. Links point at the app, which
+    checks them and redirects to a short-lived presigned GET."""
 
     kind = "s3"
 
-    def __init__(self, endpoint_url: str, bucket: str, scratch: Path, client=None):
+    def __init__(
+        self,
+        endpoint_url: str,
+        bucket: str,
+        scratch: Path,
+        client=None,
+        secret: str = "",
+        public_url: str = "",
+    ):
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self.scratch = Path(scratch)
+        self.secret = secret
+        self.public_url = public_url.rstrip("/")
         # SigV4 everywhere: its presigned links carry their own expiry
         # (X-Amz-Expires), which every S3-compatible store enforces.
         self.client = client or boto3.client(
@@ -262,9 +296,25 @@ class S3Storage:
     def link(
         self, workspace_id: str, key: str, ttl: int = LINK_TTL, now: float | None = None
     ) -> str:
+        """A signed link to the app's download endpoint (never the bucket:
+        a presigned GET would outlive a deletion by its whole life)."""
+        return app_link(self.secret, self.public_url, workspace_id, key, ttl, now)
+
+    def presigned(self, workspace_id: str, key: str, ttl: int = PRESIGNED_TTL) -> str:
+        """A presigned GET for the download endpoint to redirect to, once it
+        has checked the link and the export; SigV4 carries `ttl` as
+        X-Amz-Expires, which the store enforces."""
         check_key(str(uuid.UUID(str(workspace_id))), key)
+        name = key.rsplit("/", 1)[-1]
         return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=int(ttl)
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentDisposition": f'attachment; filename="{name}"',
+                "ResponseCacheControl": "no-store",
+            },
+            ExpiresIn=int(ttl),
         )
 
 
@@ -275,6 +325,8 @@ def from_settings(settings) -> LocalStorage | S3Storage:
             settings.s3_endpoint_url,
             settings.s3_bucket,
             Path(settings.data_dir) / "exports",
+            secret=settings.secret_key,
+            public_url=settings.public_url,
         )
     return LocalStorage(
         Path(settings.data_dir) / "exports", settings.secret_key, settings.public_url

@@ -46,7 +46,17 @@ begin
   order by e.created_at desc
   limit 1;
   if found then
-    return v_row;
+    -- On its way only while its job is: a job that ended without settling
+    -- the export (it ran while the workspace was deleted, say) would leave
+    -- it pending for good, and this workspace could never export again.
+    if exists (select from cajex.outbox o
+               where o.kind = 'export.run' and o.done_at is null
+                 and o.payload ->> 'export_id' = v_row.id::text) then
+      return v_row;
+    end if;
+    update cajex.exports e
+    set status = 'failed', progress = 0, last_error = 'job_lost', finished_at = now()
+    where e.workspace_id = v_row.workspace_id and e.id = v_row.id;
   end if;
   insert into cajex.exports (workspace_id, requested_by)
   values ((select cajex.current_workspace_id()), (select cajex.current_user_id()))
@@ -61,7 +71,11 @@ comment on function cajex.request_export() is
   'Queue an export of the open workspace (export.request); returns the pending one if any.';
 
 -- The job takes the export: returns the row (status running), or the row
--- unchanged when it is ready or expired already (a duplicate delivery).
+-- unchanged when it is ready, expired or failed already (a duplicate
+-- delivery; a failed export is final). Every call is a new attempt, and
+-- `attempts` is its number: the job publishes under a prefix of that number
+-- and hands it back to finish_export, so of two deliveries running at once
+-- only the latest attempt can finish (the other's files never get served).
 create or replace function cajex.start_export(p_id uuid)
 returns cajex.exports
 language plpgsql
@@ -76,7 +90,7 @@ begin
   if not found then
     raise exception 'export not found' using errcode = 'CXNFD', detail = 'export';
   end if;
-  if v_row.status in ('ready', 'expired') then
+  if v_row.status in ('ready', 'expired', 'failed') then
     return v_row;
   end if;
   update cajex.exports e
@@ -88,7 +102,10 @@ begin
 end;
 $$;
 
-create or replace function cajex.export_progress(p_id uuid, p_progress integer)
+-- Progress of the current attempt (p_attempt, from start_export; null for
+-- whichever runs): an attempt that was taken over reports nothing.
+drop function if exists cajex.export_progress(uuid, integer);
+create or replace function cajex.export_progress(p_id uuid, p_progress integer, p_attempt integer default null)
 returns void
 language plpgsql
 security definer
@@ -98,19 +115,28 @@ begin
   perform cajex_private.require_permission('export.run');
   update cajex.exports e
   set progress = greatest(0, least(99, p_progress))
-  where e.id = p_id and e.status = 'running';
+  where e.id = p_id and e.status = 'running'
+    and (p_attempt is null or e.attempts = p_attempt);
 end;
 $$;
 
 -- The objects are published (renamed or copied into place) before this is
 -- called; only now does the export count as ready, and the requester hears.
+-- p_attempt is the attempt start_export handed out: only the latest one may
+-- finish, and its objects must sit under its own prefix
+-- (<workspace>/exports/<export>/<attempt>/), so the files a ready export
+-- names are the ones its checksums were taken from. An attempt that was
+-- taken over gets CXSTL and removes its own objects. (Null skips the check;
+-- the export job always passes it.)
+drop function if exists cajex.finish_export(uuid, jsonb, jsonb, text, interval, text);
 create or replace function cajex.finish_export(
   p_id uuid,
   p_objects jsonb,
   p_row_counts jsonb,
   p_schema_version text,
   p_keep interval default interval '7 days',
-  p_page_url text default null
+  p_page_url text default null,
+  p_attempt integer default null
 )
 returns cajex.exports
 language plpgsql
@@ -123,9 +149,12 @@ declare
   v_email text;
 begin
   perform cajex_private.require_permission('export.run');
+  if p_attempt is not null then
+    v_prefix := v_prefix || 'exports/' || p_id::text || '/' || p_attempt::text || '/';
+  end if;
   if p_objects is null or jsonb_typeof(p_objects) <> 'object'
      or exists (select from jsonb_each(p_objects) o
-                where coalesce(o.value ->> 'key', '') not like v_prefix || '%'
+                where not starts_with(coalesce(o.value ->> 'key', ''), v_prefix)
                    or coalesce(o.value ->> 'sha256', '') !~ '^[0-9a-f]{64}$') then
     -- An object key always carries its workspace: that is what download
     -- links are checked against.
@@ -137,9 +166,12 @@ begin
       row_counts = coalesce(p_row_counts, '{}'), schema_version = p_schema_version,
       finished_at = now(), expires_at = now() + p_keep, last_error = null
   where e.id = p_id and e.status = 'running'
+    and (p_attempt is null or e.attempts = p_attempt)
   returning * into v_row;
   if not found then
-    raise exception 'export is not running' using errcode = 'CXSTL', detail = 'export';
+    raise exception 'export is not running, or another attempt took it over'
+      using errcode = 'CXSTL', detail = 'export',
+            hint = 'This attempt''s objects are not the export''s: remove them.';
   end if;
   perform cajex_private.write_audit('export.ready', 'export', p_id::text,
                                     jsonb_build_object('rows', v_row.row_counts));
@@ -163,9 +195,14 @@ end;
 $$;
 
 -- A failed attempt: back to queued (the outbox retries it) until the last
--- attempt, then failed for good. Nothing was published.
-create or replace function cajex.fail_export(p_id uuid, p_error text, p_final boolean default false)
-returns void
+-- attempt, then failed for good. Nothing of it is served. With p_attempt,
+-- only the current attempt may fail the export: one that was taken over
+-- must not send the attempt that replaced it back to the queue. Returns
+-- whether the export was changed (false: settled, or taken over).
+drop function if exists cajex.fail_export(uuid, text, boolean);
+create or replace function cajex.fail_export(
+  p_id uuid, p_error text, p_final boolean default false, p_attempt integer default null)
+returns boolean
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -177,7 +214,9 @@ begin
       progress = 0,
       last_error = left(p_error, 2000),
       finished_at = case when p_final then now() end
-  where e.id = p_id and e.status in ('queued', 'running');
+  where e.id = p_id and e.status in ('queued', 'running')
+    and (p_attempt is null or e.attempts = p_attempt);
+  return found;
 end;
 $$;
 
@@ -278,6 +317,12 @@ begin
   update cajex.workspaces w
   set status = 'deleted', deleted_at = now(), deleted_by = v_user, purge_after = v_purge
   where w.id = v_ws.id;
+  -- An export on its way can no longer finish (its job opens no context
+  -- now): settle it, or after a restore request_export would hand it back
+  -- for good. A job still running finds it failed and keeps nothing.
+  update cajex.exports e
+  set status = 'failed', progress = 0, last_error = 'workspace_deleted', finished_at = now()
+  where e.workspace_id = v_ws.id and e.status in ('queued', 'running');
   insert into cajex.organisation_audit_log (organisation_id, actor_user_id, action, workspace_id, details)
   values (v_ws.organisation_id, v_user, 'workspace.deleted', v_ws.id,
           jsonb_build_object('purge_after', v_purge));
@@ -288,9 +333,13 @@ begin
   from cajex.memberships m join cajex.users u on u.id = m.user_id
   where m.workspace_id = v_ws.id and m.role = 'owner';
   if v_email is not null then
-    -- No workspace on the email job: the workspace opens no context now.
+    -- The job names the workspace, so the purge removes it (and the delivery
+    -- record the email job writes under the job's workspace): after the
+    -- purge no row ties the owner's address to the workspace's name. The
+    -- email job needs no context, and a deleted workspace's mail goes out
+    -- without its branding.
     perform cajex_private.enqueue_platform_job(
-      null, 'email.send',
+      v_ws.id, 'email.send',
       jsonb_build_object(
         'template', 'workspace_deleted', 'to', v_email, 'workspace_id', null,
         'params', jsonb_build_object('workspace_name', v_ws.name, 'workspace_id', v_ws.id,

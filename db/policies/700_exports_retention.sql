@@ -44,9 +44,9 @@ grant select, insert, update, delete on cajex_private.workspace_purges to cajex_
 grant execute on function
   cajex.request_export(),
   cajex.start_export(uuid),
-  cajex.export_progress(uuid, integer),
-  cajex.finish_export(uuid, jsonb, jsonb, text, interval, text),
-  cajex.fail_export(uuid, text, boolean),
+  cajex.export_progress(uuid, integer, integer),
+  cajex.finish_export(uuid, jsonb, jsonb, text, interval, text, integer),
+  cajex.fail_export(uuid, text, boolean, integer),
   cajex.delete_workspace(text, integer),
   cajex.my_deleted_workspaces(),
   cajex.restore_workspace(uuid),

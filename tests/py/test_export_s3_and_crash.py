@@ -53,49 +53,105 @@ def moto(monkeypatch):
     proc.wait(10)
 
 
-def test_export_to_s3_with_presigned_links(world, settings, moto, signed_in):
+def _s3_export(world, settings, moto, app, ws):
+    """A ready export of `ws` in moto, with the web app on the same store."""
+    from cajex import storage
+
     s3 = boto3.client("s3", endpoint_url=moto)
     s3.create_bucket(Bucket="exports")
     s3_settings = dataclasses.replace(
         settings, s3_endpoint_url=moto, s3_bucket="exports"
     )
-    ws = world.workspace()
-    other = world.workspace()
-    world.project(ws, name="In S3")
-    world.project(other, name="Other")
+    # The web app uses the same S3 settings, as in production.
+    app.extensions["cajex.export_storage"] = storage.from_settings(s3_settings)
     export_id = request_export(world, ws)
     run_job(s3_settings, outbox_job(world, ws))
     row = export_row(world, ws, export_id)
     assert row["status"] == "ready", row["last_error"]
+    return s3, s3_settings, export_id, row
+
+
+def _follow(client, url: str):
+    """The app's answer to a download link, and the presigned URL it redirects to."""
+    assert url.startswith("http://cajex.test/exports/download?")
+    resp = client.get(url.replace("http://cajex.test", ""))
+    return resp, resp.headers.get("Location")
+
+
+def test_export_to_s3_downloads_through_the_app(world, settings, moto, app, client):
+    ws = world.workspace()
+    other = world.workspace()
+    world.project(ws, name="In S3")
+    world.project(other, name="Other")
+    s3, s3_settings, export_id, row = _s3_export(world, settings, moto, app, ws)
 
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="exports")["Contents"])
     assert keys == sorted(o["key"] for o in row["objects"].values())
-    assert all(k.startswith(f"{ws.id}/exports/{export_id}/") for k in keys)
+    # Under the attempt that published them.
+    assert all(k.startswith(f"{ws.id}/exports/{export_id}/1/") for k in keys)
     # No temporary upload is left behind.
     assert not any("/uploading/" in k for k in keys)
 
     from cajex import storage
 
-    store = storage.S3Storage(moto, "exports", settings.data_dir)
+    store = storage.from_settings(s3_settings)
     for fmt, obj in row["objects"].items():
+        # The link is the app's, never the bucket's...
         url = store.link(ws.id, obj["key"])
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
-        # SigV4 presigned: the link carries its 24-hour life in the signature.
+        assert "X-Amz-Signature" not in url
+        resp, presigned = _follow(client, url)
+        assert resp.status_code == 302, fmt
+        assert resp.headers["Cache-Control"] == "no-store"
+        # ...which redirects to a SigV4 presigned GET that lives a minute
+        # (moto does not enforce the expiry; the real service does, from this).
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(presigned).query))
         assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
-        assert query["X-Amz-Expires"] == "86400"
+        assert query["X-Amz-Expires"] == str(storage.PRESIGNED_TTL) == "60"
         assert "X-Amz-Signature" in query and "X-Amz-Date" in query
-        data = urllib.request.urlopen(url, timeout=10).read()  # noqa: S310
+        data = urllib.request.urlopen(presigned, timeout=10).read()  # noqa: S310
         assert hashlib.sha256(data).hexdigest() == obj["sha256"], fmt
-    json_url = store.link(ws.id, row["objects"]["json"]["key"])
-    doc = json.loads(urllib.request.urlopen(json_url).read())  # noqa: S310
+    _, presigned = _follow(client, store.link(ws.id, row["objects"]["json"]["key"]))
+    doc = json.loads(urllib.request.urlopen(presigned).read())  # noqa: S310
     assert [p["name"] for p in doc["projects"]] == ["In S3"]
-    # A link for another workspace's key is never minted.
+    # A link for another workspace's key is never minted, nor served.
     with pytest.raises(ValueError):
         store.link(other.id, row["objects"]["json"]["key"])
+    good = store.link(ws.id, row["objects"]["json"]["key"])
+    swapped = good.replace(str(ws.id), str(other.id), 1)
+    assert _follow(client, swapped)[0].status_code == 403
 
-    # The page shows presigned links too.
-    body = signed_in(ws.owner).get(f"/w/{ws.slug}/api/v1/exports/{export_id}")
-    assert body.status_code == 200
+
+def test_an_s3_link_handed_out_before_deletion_stops_working(
+    world, settings, moto, app, signed_in, csrf_headers
+):
+    ws = world.workspace()
+    world.project(ws, name="Secret project")
+    _, _, export_id, row = _s3_export(world, settings, moto, app, ws)
+    owner = signed_in(ws.owner)
+    body = owner.get(f"/w/{ws.slug}/api/v1/exports/{export_id}").get_json()
+    url = body["files"]["json"]["url"]
+    browser = app.test_client()  # a link works without signing in
+
+    resp, presigned = _follow(browser, url)
+    assert resp.status_code == 302
+    data = urllib.request.urlopen(presigned, timeout=10).read()  # noqa: S310
+    assert hashlib.sha256(data).hexdigest() == row["objects"]["json"]["sha256"]
+
+    resp = owner.post(
+        f"/w/{ws.slug}/api/v1/workspace/delete",
+        json={"confirm_name": ws.slug.title()},
+        headers=csrf_headers,
+    )
+    assert resp.status_code == 200
+    # The same link, checked again on use: the workspace is gone.
+    resp, location = _follow(browser, url)
+    assert resp.status_code == 404 and location is None
+    assert b"Secret project" not in resp.data
+
+    # Restored, the link works again (the export is still live).
+    restored = owner.post(f"/api/v1/workspaces/{ws.id}/restore", headers=csrf_headers)
+    assert restored.status_code == 200
+    assert _follow(browser, url)[0].status_code == 302
 
 
 _KILLED_WORKER = textwrap.dedent(

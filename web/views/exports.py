@@ -1,5 +1,6 @@
-"""Data export: the export page, its JSON API, and the download endpoint of
-the local object store's signed links."""
+"""Data export: the export page, its JSON API, and the download endpoint
+every download link points at (the local folder's files are served from it;
+S3 objects through a redirect to a short-lived presigned GET)."""
 
 from __future__ import annotations
 
@@ -122,12 +123,12 @@ def api_get(export_id):
 
 @bp.get("/exports/download")
 def download():
-    """Serve a local object for a signed link: the signature, the expiry, the
-    key under the link's workspace, and a live ready export of that
-    workspace holding the key are all checked; no sign-in is needed."""
+    """Serve an object for a signed link: the signature, the expiry, the key
+    under the link's workspace, and a live ready export of that workspace
+    holding the key are all checked on every use; no sign-in is needed.
+    With S3 the answer is a redirect to a presigned GET of a minute, so
+    nothing outside this check grants access for longer."""
     store = _store()
-    if not isinstance(store, storage.LocalStorage):
-        raise AppError(404, "not_found", "downloads come from the object store")
     args = request.args
     try:
         key = storage.verify_link(
@@ -149,6 +150,10 @@ def download():
     if not allowed or not store.exists(key):
         # Deleted workspace, expired or unknown export: all look the same.
         raise AppError(404, "not_found", "this export is no longer available")
+    if isinstance(store, storage.S3Storage):
+        response = redirect(store.presigned(workspace_id, key), code=302)
+        response.headers["Cache-Control"] = "no-store"
+        return response
     name = key.rsplit("/", 1)[-1]
     mimetype = "application/zip" if name.endswith(".zip") else "application/json"
     response = send_file(
