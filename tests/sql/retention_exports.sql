@@ -2,7 +2,7 @@
 -- another workspace or role.
 begin;
 \ir helpers/setup.sql
-select plan(24);
+select plan(26);
 
 select tests.workspace('ann@a.test', 'alpha');
 select tests.workspace('bob@b.test', 'bravo');
@@ -36,22 +36,41 @@ create temp table t_export on commit drop as select id from cajex.exports;
 grant select on t_export to cajex_app;
 select tests.become_job('alpha');
 select is((select (cajex.start_export((select id from t_export))).status), 'running', 'alpha''s job takes it');
+-- The job finishes the attempt start_export handed out (its number is
+-- `attempts`), with objects under that attempt's own prefix.
+select tests.unbecome();
+create temp table t_key on commit drop as
+  select (:'alpha')::uuid || '/exports/' || id || '/1/export.json' as key from t_export;
+grant select on t_key to cajex_app;
+select tests.become_job('alpha');
 select throws_ok(
-  format('select cajex.finish_export(%L, %L, %L, %L)', (select id from t_export),
+  format('select cajex.finish_export(%L, %L, %L, %L, p_attempt => 1)', (select id from t_export),
          jsonb_build_object('json', jsonb_build_object('key', (:'bravo')::uuid || '/x', 'sha256', repeat('a', 64))),
          '{}', 'v'),
   'CXINV', null, 'an object keyed under another workspace is refused');
+select throws_ok(
+  format('select cajex.finish_export(%L, %L, %L, %L, p_attempt => 1)', (select id from t_export),
+         jsonb_build_object('json', jsonb_build_object('key', replace((select key from t_key), '/1/', '/2/'),
+                                                       'sha256', repeat('a', 64))),
+         '{}', 'v'),
+  'CXINV', null, 'so is one under another attempt''s prefix');
+select throws_ok(
+  format('select cajex.finish_export(%L, %L, %L, %L, p_attempt => 2)', (select id from t_export),
+         jsonb_build_object('json', jsonb_build_object('key', replace((select key from t_key), '/1/', '/2/'),
+                                                       'sha256', repeat('a', 64))),
+         '{}', 'v'),
+  'CXSTL', null, 'an attempt that is not the current one cannot finish');
 select lives_ok(
-  format('select cajex.finish_export(%L, %L, %L, %L)', (select id from t_export),
-         jsonb_build_object('json', jsonb_build_object('key', (:'alpha')::uuid || '/exports/x.json', 'sha256', repeat('a', 64))),
+  format('select cajex.finish_export(%L, %L, %L, %L, p_attempt => 1)', (select id from t_export),
+         jsonb_build_object('json', jsonb_build_object('key', (select key from t_key), 'sha256', repeat('a', 64))),
          '{"projects": 0}', 'v'),
-  'a published object under the workspace is accepted');
+  'the current attempt''s published object is accepted');
 
 select tests.unbecome();
 set local role cajex_app;
-select ok(cajex_private.export_download_allowed((:'alpha')::uuid, (:'alpha')::uuid || '/exports/x.json'),
+select ok(cajex_private.export_download_allowed((:'alpha')::uuid, (select key from t_key)),
   'the download check allows the workspace''s own object');
-select ok(not cajex_private.export_download_allowed((:'bravo')::uuid, (:'alpha')::uuid || '/exports/x.json'),
+select ok(not cajex_private.export_download_allowed((:'bravo')::uuid, (select key from t_key)),
   'and refuses it under another workspace');
 
 -- Soft delete -----------------------------------------------------------------
@@ -68,7 +87,7 @@ select tests.become_job('alpha');
 select is(cajex.current_workspace_id(), null, 'nor for a job');
 select tests.unbecome();
 set local role cajex_app;
-select ok(not cajex_private.export_download_allowed((:'alpha')::uuid, (:'alpha')::uuid || '/exports/x.json'),
+select ok(not cajex_private.export_download_allowed((:'alpha')::uuid, (select key from t_key)),
   'nor for a download link');
 
 -- Restore ---------------------------------------------------------------------
