@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
+import secrets
 
 import pytest
 from cajex.jobs import registry, runner
@@ -196,3 +198,58 @@ def test_dev_mailbox_shows_the_link_in_development(world, settings, worker):
 
 def test_dev_mailbox_is_absent_in_production(client):
     assert client.get("/dev/mailbox").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "//evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\\evil.example",
+        "/ /evil.example",
+        "https://evil.example/",
+        "evil.example",
+        "/\x00/evil.example",
+    ],
+)
+def test_next_never_leaves_the_site(world, client, hostile):
+    """After signing in, `next` is followed only to a path on this site:
+    whitespace and control characters, which browsers and Werkzeug drop,
+    cannot turn it into another site's address."""
+    user = world.user()
+    token = secrets.token_urlsafe(32)
+    world.admin.execute(
+        "insert into cajex.magic_links (token_hash, email, expires_at)"
+        " values (%s, %s, now() + interval '10 minutes')",
+        (hashlib.sha256(token.encode()).digest(), user.email),
+    )
+    with client.session_transaction() as sess:
+        sess["csrf"] = "t"
+    answer = client.post(
+        f"/login/magic/{token}",
+        query_string={"next": hostile},
+        headers={"X-CSRF-Token": "t"},
+    )
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith("/") and not location.startswith(("//", "/\\"))
+    assert "evil.example" not in location
+
+
+def test_next_is_followed_to_a_path_on_the_site(world, client):
+    user = world.user()
+    token = secrets.token_urlsafe(32)
+    world.admin.execute(
+        "insert into cajex.magic_links (token_hash, email, expires_at)"
+        " values (%s, %s, now() + interval '10 minutes')",
+        (hashlib.sha256(token.encode()).digest(), user.email),
+    )
+    with client.session_transaction() as sess:
+        sess["csrf"] = "t"
+    answer = client.post(
+        f"/login/magic/{token}",
+        query_string={"next": "/w/acme/projects?page=2"},
+        headers={"X-CSRF-Token": "t"},
+    )
+    assert answer.headers["Location"] == "/w/acme/projects?page=2"

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 
@@ -51,11 +52,16 @@ def _settings_int(name: str, default: int) -> int:
         return default
 
 
+# A path on this site and nothing else: no scheme, no host, no backslash,
+# and no whitespace or control character (browsers and Werkzeug drop those,
+# which turns "/\t/evil.example" into "//evil.example", another site).
+_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&+:@,;!*'()$-]{0,510}")
+
+
 def _safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path on this site, or ""."""
     value = value or ""
-    if value.startswith("/") and not value.startswith("//") and "\\" not in value and len(value) < 512:
-        return value
-    return ""
+    return value if _NEXT.fullmatch(value) else ""
 
 
 def _bucket(kind: str, value: str) -> bytes:
