@@ -135,19 +135,32 @@ class LocalPostgres:
             ]
         if self.running():
             return self
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.pgdata),
-            "-l",
-            str(self.data_dir / "postgres.log"),
-            "-o",
-            " ".join(opts),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        log_file = self.data_dir / "postgres.log"
+        try:
+            self._run(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(log_file),
+                "-o",
+                " ".join(opts),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            )
+        except subprocess.CalledProcessError as exc:
+            tail = (
+                log_file.read_text(errors="replace").splitlines()[-5:]
+                if log_file.exists()
+                else []
+            )
+            raise RuntimeError(
+                f"PostgreSQL did not start in {self.data_dir} (port {self.port}): "
+                + (" | ".join(tail) or (exc.stderr or "").strip() or "no log")
+                + ". Check that the port is free and the folder is still there."
+            ) from exc
         self.wait_ready()
         self._ensure_database("cajex")
         return self

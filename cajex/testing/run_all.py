@@ -82,7 +82,16 @@ def main(argv: list[str]) -> int:
     try:
         pgtap = run_pgtap(pg)
         _say(f"pgTAP {'passed' if pgtap == 0 else 'FAILED'}; running pytest")
-        args = [sys.executable, "-m", "pytest", *argv]
+        # A temporary folder of this run's own: pytest's shared one
+        # (/tmp/pytest-of-<user>) keeps only the last three sessions, so a
+        # second test run on the same machine would delete this run's
+        # folders, clusters and all, from under it.
+        basetemp = (
+            []
+            if any(a.startswith("--basetemp") for a in argv)
+            else [f"--basetemp={root / 'pytest'}"]
+        )
+        args = [sys.executable, "-m", "pytest", *basetemp, *argv]
         pytest = subprocess.run(args, cwd=ROOT, check=False).returncode
     finally:
         rd.stop()
