@@ -778,15 +778,38 @@ class LogoutMessage:
     not_on_or_after: dt.datetime | None
 
 
-def verify_redirect_signature(query_string: bytes, idp: IdPConfig) -> None:
-    """Check a HTTP-Redirect binding signature over the raw query, as received."""
-    pairs = {}
+#: What the HTTP-Redirect binding puts in a query, and nothing else.
+REDIRECT_PARAMETERS = ("SAMLRequest", "SAMLResponse", "RelayState", "SigAlg", "Signature")
+
+
+def verify_redirect_signature(query_string: bytes, idp: IdPConfig) -> str:
+    """Check a HTTP-Redirect binding signature over the raw query, as
+    received; the message it covers (deflated XML in base64).
+
+    The query is read here and only here: names are percent-decoded, and a
+    name given twice, or one the binding does not define, is refused. So the
+    message the caller goes on to read is the one whose signature was
+    checked, never a second, differently spelled one riding along
+    (`SAML%52equest=<forged>&SAMLResponse=<signed>`).
+    """
+    pairs: dict[str, bytes] = {}
     for part in query_string.split(b"&"):
-        key, _, value = part.partition(b"=")
-        pairs.setdefault(key.decode("ascii", "replace"), value)
+        if not part:
+            continue
+        raw_key, _, value = part.partition(b"=")
+        key = urllib.parse.unquote_plus(raw_key.decode("ascii", "replace"))
+        if key not in REDIRECT_PARAMETERS or key in pairs:
+            raise SAMLError(
+                "bad_encoding",
+                "the query holds a parameter the redirect binding does not send, or one twice",
+            )
+        pairs[key] = value
+    messages = [k for k in ("SAMLRequest", "SAMLResponse") if k in pairs]
+    if len(messages) != 1 or not pairs[messages[0]]:
+        raise SAMLError("bad_encoding", "send exactly one SAML message")
     if "Signature" not in pairs or "SigAlg" not in pairs:
         raise SAMLError("unsigned", "the logout message is not signed")
-    message = "SAMLRequest" if "SAMLRequest" in pairs else "SAMLResponse"
+    message = messages[0]
     signed = b"&".join(
         k.encode() + b"=" + pairs[k]
         for k in (message, "RelayState", "SigAlg")
@@ -814,7 +837,7 @@ def verify_redirect_signature(query_string: bytes, idp: IdPConfig) -> None:
             continue
         try:
             key.verify(signature, signed, padding.PKCS1v15(), digest)
-            return
+            return urllib.parse.unquote_plus(pairs[message].decode("ascii", "replace"))
         except CryptoInvalidSignature:
             continue
     raise SAMLError(

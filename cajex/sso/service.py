@@ -641,12 +641,14 @@ def saml_logout_request_url(
 
 
 def saml_slo(
-    pool, settings, r: Route, *, xml: bytes, redirect_query: bytes | None
+    pool, settings, r: Route, *, xml: bytes | None, redirect_query: bytes | None
 ) -> tuple[str, str | None]:
     """Handle a LogoutRequest (end the sessions, answer) or a LogoutResponse.
 
-    Returns ("request", redirect URL of our LogoutResponse or None) or
-    ("response", None).
+    `xml` comes from the POST binding; with the redirect binding pass the
+    raw query instead, and the message is read from the very parameter
+    whose signature was checked. Returns ("request", redirect URL of our
+    LogoutResponse or None) or ("response", None).
     """
     with db.as_service(pool, settings.context_secret, r.workspace_id, "sso") as (
         conn,
@@ -657,7 +659,11 @@ def saml_slo(
         sp = sp_config(settings.public_url, r.connection_id)
         try:
             if redirect_query is not None:
-                saml.verify_redirect_signature(redirect_query, idp)
+                xml = saml.inflate_b64(
+                    saml.verify_redirect_signature(redirect_query, idp)
+                )
+            if xml is None:
+                raise saml.SAMLError("bad_encoding", "no SAML message")
             message = saml.verify_logout(
                 xml, sp=sp, idp=idp, redirect_signed=redirect_query is not None
             )
