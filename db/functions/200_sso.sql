@@ -601,18 +601,28 @@ begin
     raise exception 'this account is disabled' using errcode = 'CXFBD', detail = 'user';
   end if;
 
-  select m.role into v_current from cajex.memberships m
-  where m.workspace_id = v_ws and m.user_id = v_user and m.status = 'active';
+  select m.status into v_current from cajex.memberships m
+  where m.workspace_id = v_ws and m.user_id = v_user
+  for update;
+  -- Deactivated (SCIM active: false, docs/scim.md): only SCIM's active: true
+  -- restores it. A sign-in must not undo the deactivation, nor take a seat.
+  if v_current = 'deactivated' then
+    raise exception 'your access to this workspace was deactivated by its administrators'
+      using errcode = 'CXFBD', detail = 'membership',
+        hint = 'Ask the workspace''s administrators to restore your access.';
+  end if;
   if v_current is null then
-    -- Just-in-time provisioning with the connection's default role.
+    -- Just-in-time provisioning with the connection's default role, only
+    -- for someone with no membership at all.
     perform cajex_private.require_seat(v_ws);
     insert into cajex.memberships (workspace_id, user_id, role)
     values (v_ws, v_user, v_conn.default_role)
-    on conflict on constraint memberships_pkey do update
-      set role = excluded.role, status = 'active', updated_at = now();
-    v_created := true;
-    perform cajex_private.write_audit('sso.member_provisioned', 'user', v_user::text,
-      jsonb_build_object('role', v_conn.default_role, 'connection_id', p_connection_id));
+    on conflict on constraint memberships_pkey do nothing;
+    v_created := found;
+    if v_created then
+      perform cajex_private.write_audit('sso.member_provisioned', 'user', v_user::text,
+        jsonb_build_object('role', v_conn.default_role, 'connection_id', p_connection_id));
+    end if;
   end if;
   -- Group-based roles (cajex.group_role_mappings, shared with SCIM),
   -- re-evaluated at every sign-in. Unknown groups (Entra's overage

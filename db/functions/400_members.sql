@@ -10,7 +10,8 @@
 -- One invitation, in the open workspace. Returns an outcome instead of
 -- raising for what a bulk list expects row by row: 'invited',
 -- 'already_member', 'already_invited', 'invalid_address', 'invalid_role',
--- 'over_seat_limit'. Raises only when the caller may not invite at all.
+-- 'over_seat_limit'. Raises only when the caller may not invite at all, or
+-- may not grant the role (only the owner invites admins, CXFBD).
 create or replace function cajex_private.invite_one(
   p_email text,
   p_role text,
@@ -41,15 +42,23 @@ begin
     outcome := 'invalid_role';
     return;
   end if;
+  -- An invitation grants its role on acceptance, so it holds to the rule of
+  -- change_member_role and add_member: only the owner makes admins.
+  if p_role = 'admin' and (select cajex.current_member_role()) not in ('owner', 'system') then
+    raise exception 'only the owner grants the admin role'
+      using errcode = 'CXFBD', detail = 'role', hint = 'Ask the workspace''s owner to invite admins.';
+  end if;
   if p_expires_in is null or p_expires_in < interval '1 hour' or p_expires_in > interval '30 days' then
     raise exception 'an invitation lasts from 1 hour to 30 days' using errcode = 'CXINV', detail = 'expires_in';
   end if;
   if p_token_hash is null or octet_length(p_token_hash) <> 32 then
     raise exception 'the invitation token hash is 32 bytes' using errcode = 'CXINV', detail = 'token';
   end if;
+  -- A deactivated member too: SCIM deactivated them, and only SCIM brings
+  -- them back (an invitation could not be accepted, and would hold a seat).
   if exists (
     select from cajex.memberships m join cajex.users u on u.id = m.user_id
-    where m.workspace_id = v_ws and u.email = v_email and m.status = 'active') then
+    where m.workspace_id = v_ws and u.email = v_email) then
     outcome := 'already_member';
     return;
   end if;
@@ -68,7 +77,11 @@ begin
   -- a bulk list takes the lock once for its transaction).
   perform from cajex.workspaces w where w.id = v_ws for no key update;
   select count(*)::integer into v_pending from cajex.invitations i
-  where i.workspace_id = v_ws and i.status = 'pending' and i.expires_at > now();
+  where i.workspace_id = v_ws and i.status = 'pending' and i.expires_at > now()
+    -- One whose address joined another way holds no place (joining ends
+    -- them, cajex_private.end_member_invitations; older ones may remain).
+    and not exists (select from cajex.memberships m join cajex.users u on u.id = m.user_id
+                    where m.workspace_id = v_ws and u.email = i.email);
   begin
     perform cajex_private.require_seat(v_ws, v_pending + 1);
   exception when sqlstate 'CXPLN' then
@@ -151,6 +164,7 @@ declare
   v_ws uuid;
   v_user uuid;
   v_actor text;
+  v_actor_role text;
   v_ws_name text;
   v_inviter text;
   v_max integer;
@@ -170,7 +184,8 @@ begin
     raise exception 'one line, address, role, 32-byte token hash and link per row'
       using errcode = 'CXINV', detail = 'rows';
   end if;
-  select c.workspace_id, c.user_id, coalesce(c.actor, 'user') into v_ws, v_user, v_actor
+  select c.workspace_id, c.user_id, coalesce(c.actor, 'user'), c.member_role
+    into v_ws, v_user, v_actor, v_actor_role
   from cajex_private.context c;
   -- Locked as in invite_one: seats are counted once, for the whole list.
   select w.name, p.max_seats into v_ws_name, v_max
@@ -194,7 +209,10 @@ begin
   if v_max is not null then
     v_free := v_max - cajex.seat_count(v_ws) - (
       select count(*)::integer from cajex.invitations i
-      where i.workspace_id = v_ws and i.status = 'pending' and i.expires_at > now());
+      where i.workspace_id = v_ws and i.status = 'pending' and i.expires_at > now()
+        -- As in invite_one: a member's leftover invitation holds no place.
+        and not exists (select from cajex.memberships m join cajex.users u on u.id = m.user_id
+                        where m.workspace_id = v_ws and u.email = i.email));
   end if;
   -- Past the grace period of a failed payment no seat is free, on any plan
   -- (as invite_one and require_seat have it).
@@ -218,9 +236,10 @@ begin
   ),
   -- Members and pending invitations are read once each and joined, rather
   -- than looked up row by row.
+  -- Deactivated members too, as in invite_one.
   members as (
     select distinct u.email as address from cajex.memberships m join cajex.users u on u.id = m.user_id
-    where m.workspace_id = v_ws and m.status = 'active'
+    where m.workspace_id = v_ws
   ),
   pending as (
     select i.email, i.id from cajex.invitations i
@@ -232,6 +251,9 @@ begin
         when l.email is null or char_length(l.email) > 320
              or l.email !~ '^[^@\s",;<>]+@[^@\s",;<>]+\.[^@\s",;<>]+$' then 'invalid_address'
         when l.role is null or l.role not in ('admin', 'member', 'viewer') then 'invalid_role'
+        -- Only the owner invites admins (invite_one raises; a list refuses
+        -- the row, as any role it may not give).
+        when l.role = 'admin' and v_actor_role not in ('owner', 'system') then 'invalid_role'
         when m.address is not null then 'already_member'
       end as refused,
       p.id as pending_id
@@ -326,6 +348,7 @@ declare
   v_email text;
   v_inv cajex.invitations;
   v_ws cajex.workspaces;
+  v_status text;
 begin
   if v_user is null then
     raise exception 'sign in to accept the invitation' using errcode = 'CXNCX';
@@ -349,19 +372,29 @@ begin
     raise exception 'this invitation is for another email address' using errcode = 'CXFBD',
       detail = 'email', hint = 'Sign in with the address the invitation was sent to.';
   end if;
-  if not exists (select from cajex.memberships m
-                 where m.workspace_id = v_ws.id and m.user_id = v_user and m.status = 'active') then
+  -- A deactivated membership (SCIM active: false) comes back only through
+  -- the identity provider (active: true), never through an old link: that
+  -- would undo the deactivation and take a seat behind SCIM's back.
+  select m.status into v_status from cajex.memberships m
+  where m.workspace_id = v_ws.id and m.user_id = v_user
+  for update;
+  if v_status = 'deactivated' then
+    raise exception 'your membership of this workspace is deactivated' using errcode = 'CXFBD',
+      detail = 'membership', hint = 'Ask the workspace''s administrators to restore your access.';
+  end if;
+  -- Ended before the membership is written, which ends the person's other
+  -- pending invitations (cajex_private.end_member_invitations).
+  update cajex.invitations i set status = 'accepted', ended_at = now(), accepted_by = v_user
+  where i.workspace_id = v_ws.id and i.id = v_inv.id;
+  if v_status is null then
     -- Locked, so concurrent acceptances count seats one after the other.
     perform from cajex.workspaces w where w.id = v_ws.id for no key update;
     perform cajex_private.require_seat(v_ws.id, 1);
     insert into cajex.memberships (workspace_id, user_id, role)
     values (v_ws.id, v_user, v_inv.role)
-    on conflict on constraint memberships_pkey do update
-      set role = excluded.role, status = 'active'
-      where cajex.memberships.role <> 'owner';
+    -- Joined another way meanwhile: that membership stands as it is.
+    on conflict on constraint memberships_pkey do nothing;
   end if;
-  update cajex.invitations i set status = 'accepted', ended_at = now(), accepted_by = v_user
-  where i.workspace_id = v_ws.id and i.id = v_inv.id;
   insert into cajex.audit_log (workspace_id, actor_user_id, actor, action, target_type, target_id, details)
   values (v_ws.id, v_user, 'user', 'invitation.accepted', 'invitation', v_inv.id::text,
           jsonb_build_object('role', v_inv.role, 'user_id', v_user));
@@ -372,6 +405,32 @@ begin
 end;
 $$;
 alter function cajex.accept_invitation(text, bytea) owner to cajex_definer;
+
+-- A membership written any way (SCIM, SSO, cajex_private.add_member, an
+-- acceptance) ends the person's pending invitations to that workspace as
+-- replaced: an old link must not come back later to undo a deactivation,
+-- and an invitation nobody needs must not hold a seat. Definer
+-- (cajex_definer): SSO and SCIM write memberships as 'system', with no
+-- inviter's read of invitations; it scopes itself to the row's workspace.
+create or replace function cajex_private.end_member_invitations()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  update cajex.invitations i set status = 'replaced', ended_at = now()
+  where i.workspace_id = new.workspace_id and i.status = 'pending'
+    and i.email = (select u.email from cajex.users u where u.id = new.user_id);
+  return null;
+end;
+$$;
+alter function cajex_private.end_member_invitations() owner to cajex_definer;
+
+drop trigger if exists memberships_end_invitations on cajex.memberships;
+create trigger memberships_end_invitations
+  after insert or update of status on cajex.memberships
+  for each row execute function cajex_private.end_member_invitations();
 
 -- Decline: whoever holds the link may say no; it needs no account.
 create or replace function cajex.decline_invitation(p_slug text, p_token_hash bytea)

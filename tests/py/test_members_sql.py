@@ -639,3 +639,110 @@ def test_a_move_holds_to_the_target_workspaces_sign_in_rules(world):
         (dst.id,),
     )
     assert move() == 1
+
+
+# -- invitations and the other ways in ------------------------------------------------
+
+
+def _membership(world, ws, user):
+    row = world.admin.execute(
+        "select role, status from cajex.memberships where workspace_id = %s and user_id = %s",
+        (ws.id, user.id)).fetchone()
+    return row and (row["role"], row["status"])
+
+
+def _invitation_status(world, invitation_id):
+    return world.admin.execute(
+        "select status from cajex.invitations where id = %s", (invitation_id,)).fetchone()["status"]
+
+
+def _bulk(conn, slug, rows):
+    return members.invite_rows(conn, PUBLIC, slug, [members.BulkRow(n, e, r) for n, (e, r) in enumerate(rows, 1)])
+
+
+def test_only_the_owner_invites_admins_single_or_bulk(world):
+    ws = world.workspace(plan="basic")
+    admin = world.member(ws, role="admin")
+    # The owner may (allow) ...
+    with world.as_user(ws.owner, ws) as (conn, _):
+        assert invite(conn, ws.slug, "boss1@example.test", "admin")[1]["outcome"] == "invited"
+        assert [r["outcome"] for r in _bulk(conn, ws.slug, [("boss2@example.test", "admin")])] == ["invited"]
+    # ... an admin may not (deny): the single call raises, a list refuses the row only.
+    with world.as_user(admin, ws) as (conn, _):
+        with raises_sql("CXFBD"):
+            invite(conn, ws.slug, "boss3@example.test", "admin")
+    with world.as_user(admin, ws) as (conn, _):
+        results = _bulk(conn, ws.slug, [("boss4@example.test", "admin"), ("worker@example.test", "member")])
+        assert [r["outcome"] for r in results] == ["invalid_role", "invited"]
+        assert results[0]["invitation_id"] is None
+    assert {r["email"]: r["role"] for r in world.admin.execute(
+        "select email, role from cajex.invitations where workspace_id = %s", (ws.id,))} == {
+        "boss1@example.test": "admin", "boss2@example.test": "admin", "worker@example.test": "member"}
+
+
+def test_joining_another_way_ends_the_pending_invitations_of_that_workspace_only(world):
+    a, b = world.workspace(), world.workspace()
+    person = world.user()
+    with world.as_user(a.owner, a) as (conn, _):
+        token_a, row_a = invite(conn, a.slug, person.email)
+    with world.as_user(b.owner, b) as (conn, _):
+        token_b, row_b = invite(conn, b.slug, person.email)
+    with world.as_user(a.owner, a) as (conn, _):
+        conn.execute("select cajex_private.add_member(%s, 'viewer')", (person.id,))
+    # A's invitation is replaced and its link dead; B's is untouched and still works.
+    assert _invitation_status(world, row_a["invitation_id"]) == "replaced"
+    assert _invitation_status(world, row_b["invitation_id"]) == "pending"
+    with raises_sql("CXEXP"):
+        accept(world, person, a.slug, token_a)
+    assert _membership(world, a, person) == ("viewer", "active")
+    assert accept(world, person, b.slug, token_b)["role"] == "member"
+    assert _invitation_status(world, row_b["invitation_id"]) == "accepted"
+
+
+def test_an_invitation_never_brings_back_a_deactivated_membership(world):
+    ws = world.workspace(plan="pro")
+    person, removed = world.user(), world.user()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        token, row = invite(conn, ws.slug, person.email)
+        token_r, _ = invite(conn, ws.slug, removed.email)
+    world.member(ws, person)
+    world.admin.execute("update cajex.memberships set status = 'deactivated' where workspace_id = %s"
+                        " and user_id = %s", (ws.id, person.id))  # as scim_set_active(false)
+    # Even an invitation left pending (written before joining ended them):
+    world.admin.execute("update cajex.invitations set status = 'pending', ended_at = null where id = %s",
+                        (row["invitation_id"],))
+    seats = world.admin.execute("select cajex.seat_count(%s) as n", (ws.id,)).fetchone()["n"]
+    with raises_sql("CXFBD"):
+        accept(world, person, ws.slug, token)
+    assert _membership(world, ws, person) == ("member", "deactivated")
+    assert world.admin.execute("select cajex.seat_count(%s) as n", (ws.id,)).fetchone()["n"] == seats
+    # Re-inviting the deactivated member is 'already_member', single or bulk.
+    with world.as_user(ws.owner, ws) as (conn, _):
+        assert invite(conn, ws.slug, person.email)[1]["outcome"] == "already_member"
+        assert [r["outcome"] for r in _bulk(conn, ws.slug, [(person.email, "member")])] == ["already_member"]
+    # A removed member has no membership left: a new invitation brings them back.
+    world.member(ws, removed)
+    with world.as_user(ws.owner, ws) as (conn, _):
+        conn.execute("select cajex.remove_member(%s)", (removed.id,))
+        token_r, _ = invite(conn, ws.slug, removed.email)
+    assert accept(world, removed, ws.slug, token_r)["role"] == "member"
+    assert _membership(world, ws, removed) == ("member", "active")
+
+
+def test_invitations_of_people_who_are_members_hold_no_seat(world):
+    ws = world.workspace(plan="free")  # three seats: the owner holds one
+    joined = world.user()
+    with world.as_user(ws.owner, ws) as (conn, _):
+        _, row = invite(conn, ws.slug, joined.email)
+    world.member(ws, joined)  # joined by SSO, SCIM or directly: two seats taken
+    assert _invitation_status(world, row["invitation_id"]) == "replaced"
+    # A leftover pending one (written before joining ended them) holds none either.
+    world.admin.execute("update cajex.invitations set status = 'pending', ended_at = null where id = %s",
+                        (row["invitation_id"],))
+    with world.as_user(ws.owner, ws) as (conn, _):
+        _, first = invite(conn, ws.slug, "third@example.test")
+        # A real pending invitation does hold the last seat, single or bulk.
+        _, second = invite(conn, ws.slug, "fourth@example.test")
+        assert [r["outcome"] for r in _bulk(conn, ws.slug, [("fifth@example.test", "member")])] == [
+            "over_seat_limit"]
+    assert (first["outcome"], second["outcome"]) == ("invited", "over_seat_limit")

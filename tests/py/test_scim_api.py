@@ -934,3 +934,29 @@ def test_settings_page_revokes_a_token_and_not_another_workspaces(
     assert r.status_code == 302
     assert a.get("/Users").status_code == 401
     assert b.get("/Users").status_code == 200
+
+
+def test_provisioning_ends_open_invitations_so_an_old_link_cannot_undo_a_deactivation(two, world):
+    from test_members_sql import accept, invite
+
+    a, b = two
+    person = world.user("invited.first@corp.example")
+    with world.as_user(a.ws.owner, a.ws) as (conn, _):
+        token_a, _ = invite(conn, a.ws.slug, person.email)
+    with world.as_user(b.ws.owner, b.ws) as (conn, _):
+        token_b, _ = invite(conn, b.ws.slug, person.email)
+    u = a.user(person.email)
+    assert a.patch(f"/Users/{u['id']}", [{"op": "replace", "path": "active", "value": False}]).status_code == 200
+    seats = _count(world, "select cajex.seat_count(%s) as n", a.ws.id)
+    # Deny: A's invitation ended when SCIM provisioned the person.
+    person = world.user(email=person.email)  # signs in again (SCIM ended the sessions)
+    with pytest.raises(Exception) as refused:
+        accept(world, person, a.ws.slug, token_a)
+    assert refused.value.sqlstate == "CXEXP"
+    status = "select m.status as n from cajex.memberships m where m.workspace_id = %s and m.user_id = %s"
+    assert _count(world, status, a.ws.id, person.id) == "deactivated"
+    assert _count(world, "select cajex.seat_count(%s) as n", a.ws.id) == seats
+    assert a.get(f"/Users/{u['id']}").get_json()["active"] is False
+    # Allow: B's SCIM never saw the person, so B's invitation still works.
+    assert accept(world, person, b.ws.slug, token_b)["role"] == "member"
+    assert _count(world, status, b.ws.id, person.id) == "active"

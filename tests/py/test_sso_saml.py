@@ -1038,3 +1038,51 @@ def test_an_idp_session_of_one_workspace_does_not_open_another_enforcing_one(
     # B now wants a session from B's IdP: A's does not do.
     assert client.get(f"/w/{b.ws.slug}/api/v1/projects").status_code == 404
     assert client.get(f"/w/{a.ws.slug}/api/v1/projects").status_code == 200
+
+
+def test_sso_sign_in_does_not_undo_a_scim_deactivation(world, app):
+    """SCIM's active: false holds until SCIM says active: true (docs/scim.md):
+    a sign-in through the IdP is refused with a clear page, not a way back."""
+    from cajex import scim as scim_lib
+
+    s = Setup(world)
+    first = app.test_client()
+    assert s.post(first, s.response(s.start(first), "dave-1", "dave@acme.test",
+                                    assertion_id="_dave1")).status_code == 302
+    with world.as_user(s.owner, s.ws) as (conn, _):
+        _, token = scim_lib.create_token(conn, "t")
+    scim = app.test_client()
+    hdr = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    user = scim.post(f"/scim/v2/{s.ws.slug}/Users", headers=hdr, json={
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "dave@acme.test", "active": True}).get_json()
+
+    def set_active(value):
+        r = scim.patch(f"/scim/v2/{s.ws.slug}/Users/{user['id']}", headers=hdr, json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "active", "value": value}]})
+        assert r.status_code == 200, r.get_json()
+
+    def status():
+        return world.admin.execute(
+            "select m.status from cajex.memberships m join cajex.users u on u.id = m.user_id"
+            " where u.email = 'dave@acme.test' and m.workspace_id = %s", (s.ws.id,)).fetchone()["status"]
+
+    set_active(False)
+    # Deny: deactivated, the sign-in is refused and changes nothing.
+    refused = app.test_client()
+    with capture_logs() as logs:
+        r = s.post(refused, s.response(s.start(refused), "dave-1", "dave@acme.test", assertion_id="_dave2"))
+    assert r.status_code == 403
+    assert "deactivated" in r.get_data(as_text=True)
+    assert [e["reason"] for e in logs if e.get("event") == "sso.signin_refused"] == ["provision_forbidden"]
+    assert status() == "deactivated"
+    assert refused.get(f"/w/{s.ws.slug}/api/v1/projects").status_code in (302, 401, 404)
+    assert scim.get(f"/scim/v2/{s.ws.slug}/Users/{user['id']}", headers=hdr).get_json()["active"] is False
+    # Allow: once SCIM restores the membership, the same sign-in works.
+    set_active(True)
+    back = app.test_client()
+    assert s.post(back, s.response(s.start(back), "dave-1", "dave@acme.test",
+                                   assertion_id="_dave3")).status_code == 302
+    assert status() == "active"
+    assert back.get(f"/w/{s.ws.slug}/api/v1/projects").status_code == 200

@@ -3,7 +3,7 @@
 -- another workspace.
 begin;
 \ir helpers/setup.sql
-select plan(44);
+select plan(47);
 
 select tests.workspace('ann@a.test', 'alpha', 'free');   -- three seats
 select tests.workspace('bob@b.test', 'bravo', 'pro');
@@ -158,6 +158,19 @@ select results_eq(
      where m.workspace_id = tests.workspace_id('alpha') and m.role in ('owner', 'admin') order by u.email $$,
   $$ values ('adam@a.test', 'owner'), ('ann@a.test', 'admin') $$,
   'the old owner is an admin, the new one the only owner');
+
+-- Admins by invitation, and joining another way -------------------------------------
+
+select tests.become('ann@a.test', 'alpha');  -- an admin since the transfer
+select throws_ok($$ select * from cajex.invite_member('boss@a.test', 'admin', sha256('adm-1'::bytea), 'l') $$,
+  'CXFBD', null, 'an admin cannot invite an admin');
+select tests.become('adam@a.test', 'alpha');  -- the owner
+select is((select outcome from cajex.invite_member('boss@a.test', 'admin', sha256('adm-2'::bytea), 'l')),
+  'invited', 'the owner invites an admin');
+select tests.unbecome();
+select tests.member('alpha', 'boss@a.test', 'member');  -- joined by SSO or SCIM meanwhile
+select is((select status from cajex.invitations where email = 'boss@a.test'), 'replaced',
+  'joining another way ends the pending invitation');
 
 select * from finish();
 rollback;

@@ -45,7 +45,7 @@ OUTCOME_TEXT = {
     "already_member": "Already a member",
     "already_invited": "Already invited",
     "invalid_address": "Invalid address",
-    "invalid_role": "Unknown role (admin, member or viewer)",
+    "invalid_role": "Invalid role (admin, member or viewer; only the owner invites admins)",
     "over_seat_limit": "Over the seat limit of the plan",
 }
 
