@@ -42,6 +42,9 @@ class Settings:
     stripe_prices: dict = dataclasses.field(default_factory=dict)
     s3_endpoint_url: str = ""
     s3_bucket: str = ""
+    #: The DNS server for TXT lookups proving claimed SSO domains, as
+    #: host:port; empty: the system's resolvers.
+    dns_server: str = ""
     pool_min: int = 2
     pool_max: int = 10
     #: The logins of the sign-in pages (cajex_signin), the job worker
@@ -121,6 +124,7 @@ def from_env(**overrides) -> Settings:
         },
         s3_endpoint_url=env.get("CAJEX_S3_ENDPOINT_URL", ""),
         s3_bucket=env.get("CAJEX_S3_BUCKET", ""),
+        dns_server=env.get("CAJEX_DNS_SERVER", ""),
         signin_database_url=env.get("SIGNIN_DATABASE_URL", ""),
         webhook_database_url=env.get("WEBHOOK_DATABASE_URL", ""),
         worker_database_url=env.get("WORKER_DATABASE_URL", ""),

@@ -6,6 +6,8 @@
 \ir lib/apply_versioned.sql
 \set file schema/0200_sso.sql
 \ir lib/apply_versioned.sql
+\set file schema/0210_sso_domain_verification.sql
+\ir lib/apply_versioned.sql
 \set file schema/0300_scim.sql
 \ir lib/apply_versioned.sql
 \set file schema/0310_scim_folded_names.sql

@@ -106,6 +106,13 @@ begin
   if p_row.default_role not in ('admin', 'member', 'viewer') then
     raise exception 'the default role is admin, member or viewer' using errcode = 'CXINV', detail = 'default_role';
   end if;
+  -- Everyone a connection provisions would be an admin: as with invitations
+  -- and role changes, only the owner grants that.
+  if p_config ? 'default_role' and p_row.default_role = 'admin'
+     and (select cajex.current_member_role()) not in ('owner', 'system') then
+    raise exception 'only the owner makes the people a connection provisions admins'
+      using errcode = 'CXFBD', detail = 'default_role';
+  end if;
   perform cajex_private.sso_check_url(p_row.oidc_issuer, 'oidc_issuer');
   perform cajex_private.sso_check_url(p_row.oidc_discovery_url, 'oidc_discovery_url');
   perform cajex_private.sso_check_url(p_row.saml_sso_url, 'saml_sso_url');
@@ -329,15 +336,48 @@ $$;
 --------------------------------------------------------------------------------
 -- Email domains
 
+-- Mail domains anyone can have an address at: no organisation controls one,
+-- so none can be claimed (its IdP would speak for every address there).
+create or replace function cajex_private.is_public_mail_domain(p_domain text)
+returns boolean
+language sql
+immutable
+parallel safe
+as $$
+  select lower(p_domain) = any (array[
+    'gmail.com', 'googlemail.com', 'outlook.com', 'hotmail.com', 'hotmail.co.uk',
+    'hotmail.fr', 'live.com', 'live.co.uk', 'msn.com', 'passport.com', 'yahoo.com',
+    'yahoo.co.uk', 'yahoo.fr', 'yahoo.de', 'yahoo.co.jp', 'ymail.com', 'rocketmail.com',
+    'aol.com', 'icloud.com', 'me.com', 'mac.com', 'proton.me', 'protonmail.com',
+    'protonmail.ch', 'pm.me', 'tutanota.com', 'tuta.io', 'zoho.com', 'zohomail.com',
+    'gmx.com', 'gmx.net', 'gmx.de', 'web.de', 't-online.de', 'mail.com', 'email.com',
+    'yandex.com', 'yandex.ru', 'mail.ru', 'inbox.ru', 'bk.ru', 'list.ru', 'qq.com',
+    '163.com', '126.com', 'sina.com', 'naver.com', 'daum.net', 'hanmail.net',
+    'fastmail.com', 'fastmail.fm', 'hey.com', 'orange.fr', 'wanadoo.fr', 'free.fr',
+    'laposte.net', 'libero.it', 'virgilio.it', 'btinternet.com', 'comcast.net',
+    'verizon.net', 'att.net', 'sbcglobal.net', 'rediffmail.com', 'seznam.cz',
+    'example.com', 'example.org', 'example.net'
+  ])
+$$;
+
+-- Claim an email domain for a connection. The platform's operator (the
+-- `cajex sso claim-domain` command, a job context with no user) vouches for
+-- it at once. An admin's claim is pending: it routes nobody, and no IdP
+-- speaks for an address there, until the TXT record
+-- _cajex-challenge.<domain> holds the value returned here (the worker
+-- checks, cajex_private.record_sso_domain_check). Several workspaces may
+-- have a pending claim; the first proven one routes the domain.
+drop function if exists cajex.claim_sso_domain(uuid, text);
 create or replace function cajex.claim_sso_domain(p_connection_id uuid, p_domain text)
-returns void
+returns text
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
   v_domain text := lower(btrim(p_domain));
-  v_my_email text;
+  v_operator boolean := (select cajex.current_user_id()) is null;
+  v_token text;
 begin
   perform cajex_private.require_permission('sso.configure');
   perform cajex_private.require_feature('sso');
@@ -345,28 +385,105 @@ begin
      or v_domain !~ '^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$' then
     raise exception 'that is not a domain name' using errcode = 'CXINV', detail = 'domain';
   end if;
+  if cajex_private.is_public_mail_domain(v_domain) then
+    raise exception 'a public email domain cannot be claimed' using errcode = 'CXINV', detail = 'domain',
+      hint = 'Claim the domain your organisation''s own addresses are at.';
+  end if;
   if not exists (select from cajex.sso_connections c where c.id = p_connection_id) then
     raise exception 'no such SSO connection' using errcode = 'CXNFD', detail = 'connection';
   end if;
-  -- Proof of control, cheap and offline: an admin claims only the domain of
-  -- their own (verified) address; the `cajex sso` command, run by the
-  -- platform's operator, may claim any.
-  if (select cajex.current_user_id()) is not null then
-    select u.email into v_my_email from cajex.users u where u.id = (select cajex.current_user_id());
-    if split_part(coalesce(v_my_email, ''), '@', 2) <> v_domain then
-      raise exception 'you can claim only the domain of your own email address'
-        using errcode = 'CXFBD', detail = 'domain',
-          hint = 'Ask the platform operator to claim other domains with `cajex sso claim-domain`.';
-    end if;
+  if not v_operator then
+    v_token := encode(extensions.gen_random_bytes(16), 'hex');
   end if;
-  insert into cajex.sso_domains (workspace_id, domain, connection_id)
-  values ((select cajex.current_workspace_id()), v_domain, p_connection_id);
+  insert into cajex.sso_domains
+    (workspace_id, domain, connection_id, verification_token, verified_at, last_check)
+  values ((select cajex.current_workspace_id()), v_domain, p_connection_id, v_token,
+          case when v_operator then now() end,
+          case when v_operator then 'verified' else 'pending' end);
   perform cajex_private.write_audit('sso.domain_claimed', 'sso_connection', p_connection_id::text,
-                                    jsonb_build_object('domain', v_domain));
+                                    jsonb_build_object('domain', v_domain, 'verified', v_operator));
+  if v_operator then
+    return null;
+  end if;
+  -- The first check now; an admin asks again with cajex.recheck_sso_domain.
+  perform cajex_private.enqueue_job('sso.verify_domain', jsonb_build_object('domain', v_domain),
+                                    'sso-verify-domain:' || v_domain);
+  return 'cajex-domain-verification=' || v_token;
 exception when unique_violation then
   raise exception 'that domain is already claimed' using errcode = 'CXDUP', detail = 'domain';
 end;
 $$;
+
+-- Check a pending claim's DNS record again (the settings page's button).
+create or replace function cajex.recheck_sso_domain(p_domain text)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_domain text := lower(btrim(p_domain));
+begin
+  perform cajex_private.require_permission('sso.configure');
+  if not exists (select from cajex.sso_domains d
+                 where d.domain = v_domain and d.workspace_id = (select cajex.current_workspace_id())
+                   and d.verified_at is null) then
+    raise exception 'no pending claim of that domain' using errcode = 'CXNFD', detail = 'domain';
+  end if;
+  perform cajex_private.enqueue_job('sso.verify_domain', jsonb_build_object('domain', v_domain),
+                                    'sso-verify-domain:' || v_domain);
+end;
+$$;
+
+-- What the worker found at _cajex-challenge.<domain> (every TXT string) for
+-- one workspace's pending claim: 'verified' (the claim's value is there; the
+-- domain now routes to its connection), 'claimed_elsewhere' (another
+-- workspace proved it first), 'not_found' ('given_up' a week after the
+-- claim), or 'gone' (no pending claim).
+-- The worker's alone: it is what vouches for DNS.
+create or replace function cajex_private.record_sso_domain_check(
+  p_workspace_id uuid, p_domain text, p_records text[])
+returns text
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_claim cajex.sso_domains;
+  v_outcome text;
+begin
+  select * into v_claim from cajex.sso_domains d
+  where d.workspace_id = p_workspace_id and d.domain = lower(p_domain)
+  for update;
+  if not found or v_claim.verified_at is not null or v_claim.verification_token is null then
+    return 'gone';
+  end if;
+  if ('cajex-domain-verification=' || v_claim.verification_token) = any (coalesce(p_records, '{}')) then
+    begin
+      update cajex.sso_domains d set verified_at = now(), last_checked_at = now(), last_check = 'verified'
+      where d.workspace_id = p_workspace_id and d.domain = v_claim.domain;
+      v_outcome := 'verified';
+    exception when unique_violation then
+      v_outcome := 'claimed_elsewhere';
+    end;
+  else
+    v_outcome := 'not_found';
+  end if;
+  if v_outcome <> 'verified' then
+    update cajex.sso_domains d set last_checked_at = now(), last_check = v_outcome
+    where d.workspace_id = p_workspace_id and d.domain = v_claim.domain;
+  end if;
+  insert into cajex.audit_log (workspace_id, actor, action, target_type, target_id, details)
+  values (p_workspace_id, 'system', 'sso.domain_checked', 'sso_connection', v_claim.connection_id::text,
+          jsonb_build_object('domain', v_claim.domain, 'outcome', v_outcome));
+  -- The worker keeps checking a week; after that only the admin's button.
+  if v_outcome = 'not_found' and v_claim.created_at < now() - interval '7 days' then
+    return 'given_up';
+  end if;
+  return v_outcome;
+end;
+$$;
+alter function cajex_private.record_sso_domain_check(uuid, text, text[]) owner to cajex_definer;
 
 create or replace function cajex.release_sso_domain(p_domain text)
 returns void
@@ -393,9 +510,12 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if tg_op = 'INSERT' then
-    insert into cajex_private.sso_domain_routes (domain, workspace_id, connection_id)
-    values (new.domain, new.workspace_id, new.connection_id);
+  -- Only a proven claim routes (see cajex.claim_sso_domain).
+  if tg_op in ('INSERT', 'UPDATE') then
+    if new.verified_at is not null and (tg_op = 'INSERT' or old.verified_at is null) then
+      insert into cajex_private.sso_domain_routes (domain, workspace_id, connection_id)
+      values (new.domain, new.workspace_id, new.connection_id);
+    end if;
     return new;
   end if;
   delete from cajex_private.sso_domain_routes r
@@ -436,7 +556,7 @@ create trigger workspaces_plan_lifts_sso_enforcement
 
 drop trigger if exists sso_domains_route on cajex.sso_domains;
 create trigger sso_domains_route
-  after insert or delete on cajex.sso_domains
+  after insert or delete or update of verified_at on cajex.sso_domains
   for each row execute function cajex_private.sso_domain_route();
 
 --------------------------------------------------------------------------------

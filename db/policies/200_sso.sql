@@ -89,6 +89,7 @@ grant execute on function
   cajex.delete_sso_connection(uuid),
   cajex.set_sso_enforced(boolean),
   cajex.claim_sso_domain(uuid, text),
+  cajex.recheck_sso_domain(text),
   cajex.release_sso_domain(text),
   cajex.sso_connection_route(uuid),
   cajex.sso_route_for_email(text),
@@ -102,6 +103,9 @@ grant execute on function
 -- The configuration functions (cajex_owner) end a connection's sessions.
 grant execute on function cajex_private.sso_end_connection_sessions(uuid, text) to cajex_owner;
 grant execute on function cajex_private.sso_domain_route() to cajex_owner;
+grant execute on function cajex_private.is_public_mail_domain(text) to cajex_owner;
+-- DNS proof of a claimed domain is the worker's to record.
+grant execute on function cajex_private.record_sso_domain_check(uuid, text, text[]) to cajex_worker;
 
 -- The OIDC client secret is sealed with the workspace's data key; data key
 -- rotation re-seals it.

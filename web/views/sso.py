@@ -35,6 +35,7 @@ from flask import (
 from cajex import crypto, log
 from cajex.errors import AppError
 from cajex.identity import oidc
+from cajex.sso import dns as sso_dns
 from cajex.sso import saml, service
 
 bp = Blueprint("sso", __name__)
@@ -363,7 +364,8 @@ def _page(message: str | None = None, report: dict | None = None, status: int = 
     ).fetchone()["ok"]
     rows = service.list_connections(conn) if has_feature else []
     domains = conn.execute(
-        "select domain, connection_id from cajex.sso_domains order by domain"
+        "select domain, connection_id, verified_at is not null as verified,"
+        " verification_token, last_check from cajex.sso_domains order by domain"
     ).fetchall()
     enforced = conn.execute(
         "select sso_enforced from cajex.workspaces where id = %s",
@@ -373,7 +375,15 @@ def _page(message: str | None = None, report: dict | None = None, status: int = 
         dict(
             row,
             endpoints=service.endpoints(settings().public_url, row["id"]),
-            domains=[d["domain"] for d in domains if d["connection_id"] == row["id"]],
+            domains=[
+                dict(
+                    d,
+                    record_name=sso_dns.challenge_name(d["domain"]),
+                    record_value=f"cajex-domain-verification={d['verification_token']}",
+                )
+                for d in domains
+                if d["connection_id"] == row["id"]
+            ],
         )
         for row in rows
     ]
@@ -460,11 +470,24 @@ def settings_action():
                 )
                 message = "Saved."
             elif action == "claim_domain":
-                conn.execute(
-                    "select cajex.claim_sso_domain(%s, %s)",
-                    (parse_uuid(form.get("connection_id", "")), form.get("domain", "")),
+                domain = form.get("domain", "").strip().lower()
+                value = conn.execute(
+                    "select cajex.claim_sso_domain(%s, %s) as value",
+                    (parse_uuid(form.get("connection_id", "")), domain),
+                ).fetchone()["value"]
+                message = (
+                    "Domain claimed."
+                    if value is None
+                    else f"Domain claimed, pending proof: publish a TXT record at "
+                    f"{sso_dns.challenge_name(domain)} with the value {value}. "
+                    "It is checked now and again over the next week; until then "
+                    "the domain routes nobody."
                 )
-                message = "Domain claimed."
+            elif action == "check_domain":
+                conn.execute(
+                    "select cajex.recheck_sso_domain(%s)", (form.get("domain", ""),)
+                )
+                message = "The domain's TXT record will be checked again shortly."
             elif action == "enforce":
                 conn.execute(
                     "select cajex.set_sso_enforced(%s)", (form.get("enforced") == "on",)
