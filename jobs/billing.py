@@ -7,6 +7,13 @@ sequence, with the idempotency key `seats-<workspace>-<sequence>`: a job
 retried after a crash makes the very same request, and, the quantity being
 absolute, a repeated request changes nothing. Every seat change inside the
 coalescing window joins one pending outbox row, so a burst makes one call.
+
+In step means the recorded sync names the current sequence and Stripe's
+recorded quantity is the count; equal numbers alone are not (a sync whose
+answer was lost left Stripe on a count the recording does not show). The
+syncs of one workspace run one at a time (cajex_private.lock_seat_sync, held
+from reading the state to recording the result), so an older count never
+lands after a newer one.
 """
 
 from __future__ import annotations
@@ -39,41 +46,61 @@ def sync_seats(ctx: registry.JobContext) -> None:
                 reason="no_context",
             )
             return
+        # Held until this transaction ends, across the Stripe call: another
+        # sync of this workspace waits here and then reads what this one
+        # recorded. Seat changes do not wait (an advisory lock).
+        conn.execute("select cajex_private.lock_seat_sync()")
         state = conn.execute("select * from cajex_private.seat_sync_state()").fetchone()
-    if (
-        state is None
-        or state["stripe_subscription_id"] is None
-        or state["subscription_status"] in ("canceled", "incomplete_expired")
-    ):
-        _logger.info(
-            "billing.sync_skipped",
-            workspace_id=ctx.workspace_id,
-            reason="no_subscription",
-        )
-        return
-    quantity, sequence = state["seats_used"], state["seat_sequence"]
-    if state["seats_paid"] == quantity and state["stripe_item_id"]:
-        _logger.info(
-            "billing.sync_skipped", workspace_id=ctx.workspace_id, reason="in_step"
-        )
-        return
-    item_id = state["stripe_item_id"]
-    if item_id is None:
-        item_id = stripe_api.retrieve_subscription(
-            ctx.settings, state["stripe_subscription_id"]
-        )["item_id"]
-    stripe_api.set_quantity(
-        ctx.settings,
-        state["stripe_subscription_id"],
-        item_id,
-        quantity,
-        idempotency_key=f"seats-{ctx.workspace_id}-{sequence}",
-    )
-    with ctx.service("billing") as (conn, opened):
-        if opened.workspace_id is not None:
+        if (
+            state is None
+            or state["stripe_subscription_id"] is None
+            or state["subscription_status"] in ("canceled", "incomplete_expired")
+        ):
+            _logger.info(
+                "billing.sync_skipped",
+                workspace_id=ctx.workspace_id,
+                reason="no_subscription",
+            )
+            return
+        quantity, sequence = state["seats_used"], state["seat_sequence"]
+        caught_up = state["synced_sequence"] >= sequence
+        if caught_up and state["seats_paid"] == quantity and state["stripe_item_id"]:
+            _logger.info(
+                "billing.sync_skipped", workspace_id=ctx.workspace_id, reason="in_step"
+            )
+            return
+        item_id, billed = state["stripe_item_id"], None
+        if item_id is None:
+            # Not recorded yet (queued by Checkout's completion): Stripe's
+            # own answer says the item and what it bills already.
+            current = stripe_api.retrieve_subscription(
+                ctx.settings, state["stripe_subscription_id"]
+            )
+            item_id, billed = current["item_id"], current["quantity"]
+        if billed == quantity:
             conn.execute(
                 "select cajex_private.record_seat_sync(%s, %s)", (sequence, quantity)
             )
+            _logger.info(
+                "billing.sync_skipped", workspace_id=ctx.workspace_id, reason="billed"
+            )
+            return
+        # This sequence was synced already, yet Stripe reports another
+        # quantity (a webhook recorded it): the sequence's key would only
+        # replay the earlier answer, so this job's own key is used.
+        key = f"seats-{ctx.workspace_id}-{sequence}"
+        if caught_up:
+            key += f"-job{ctx.id}"
+        stripe_api.set_quantity(
+            ctx.settings,
+            state["stripe_subscription_id"],
+            item_id,
+            quantity,
+            idempotency_key=key,
+        )
+        conn.execute(
+            "select cajex_private.record_seat_sync(%s, %s)", (sequence, quantity)
+        )
     _logger.info(
         "billing.seats_synced",
         workspace_id=ctx.workspace_id,

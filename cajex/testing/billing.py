@@ -4,7 +4,9 @@ keys), webhook signing exactly as Stripe signs, and a job driver that runs
 outbox rows through the real runner.
 
 Checkout Sessions, which localstripe lacks, are answered by the proxy in
-the shape Stripe answers them (`checkout_session`).
+the shape Stripe answers them (`checkout_session`). localstripe ignores
+Idempotency-Key; `IdempotencyProxy` honours it as Stripe documents, for
+tests of what a repeated key does.
 
 Fixtures (loaded by cajex.testing.plugin): `localstripe` (session),
 `stripe_counter`, `billing_settings`, `billing_app`.
@@ -240,6 +242,88 @@ class CountingProxy:
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class IdempotencyProxy:
+    """A loopback proxy to `upstream_port` that honours Idempotency-Key the
+    way Stripe documents it (localstripe ignores the header): a POST with a
+    key seen before and the same endpoint and parameters is not executed
+    again, Stripe's first answer is replayed (with `Idempotent-Replayed:
+    true`); with other parameters it is refused, 400 `idempotency_error`.
+    Like Stripe, a 5xx answer is not kept. `replayed` lists (key, path) of
+    every replay."""
+
+    def __init__(self, upstream_port: int):
+        self.replayed: list[tuple[str, str]] = []
+        self._cache: dict[str, tuple[bytes, int, bytes]] = {}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, status: int, data: bytes, replayed: bool) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                if replayed:
+                    self.send_header("Idempotent-Replayed", "true")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                key = self.headers.get("Idempotency-Key")
+                request = self.path.encode() + b"\n" + body
+                if self.command == "POST" and key:
+                    with proxy._lock:
+                        seen = proxy._cache.get(key)
+                        if seen is not None and seen[0] == request:
+                            proxy.replayed.append((key, self.path))
+                    if seen is not None:
+                        if seen[0] != request:
+                            error = {
+                                "error": {
+                                    "type": "idempotency_error",
+                                    "message": "Keys for idempotent requests can only"
+                                    " be used with the same parameters they were"
+                                    " first used with.",
+                                }
+                            }
+                            self._answer(400, json.dumps(error).encode(), True)
+                        else:
+                            self._answer(seen[1], seen[2], True)
+                        return
+                conn = http.client.HTTPConnection(
+                    "127.0.0.1", upstream_port, timeout=30
+                )
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "connection")
+                }
+                conn.request(
+                    self.command, self.path, body=body or None, headers=headers
+                )
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if self.command == "POST" and key and resp.status < 500:
+                    with proxy._lock:
+                        proxy._cache.setdefault(key, (request, resp.status, data))
+                self._answer(resp.status, data, False)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()

@@ -181,21 +181,33 @@ as $$
 $$;
 alter function cajex_private.release_outbox(bigint[]) owner to cajex_definer;
 
+-- A failed job goes back to the relay after a backoff, unless a newer row
+-- with its dedupe key is pending: that one does the same work, and putting
+-- this one back would collide with it in outbox_dedupe_key. It is closed
+-- then, its error kept (prefixed 'superseded: ') for whoever looks.
 create or replace function cajex_private.finish_outbox_job(p_id bigint, p_error text default null)
 returns void
-language sql
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  update cajex.outbox
-  set done_at = case when p_error is null then now() end,
-      last_error = left(p_error, 2000),
-      -- A failed job goes back to the relay after a backoff.
-      enqueued_at = case when p_error is null then enqueued_at end,
-      started_at = case when p_error is null then started_at end,
-      run_after = case when p_error is null then run_after
-                       else now() + least(interval '1 hour', interval '2 seconds' * power(2, attempts)) end
-  where id = p_id;
+begin
+  if p_error is null then
+    update cajex.outbox set done_at = now(), last_error = null where id = p_id;
+    return;
+  end if;
+  begin
+    update cajex.outbox o
+    set last_error = left(p_error, 2000), enqueued_at = null, started_at = null,
+        run_after = now() + least(interval '1 hour', interval '2 seconds' * power(2, o.attempts))
+    where o.id = p_id;
+  exception when unique_violation then
+    -- The pending twin (the index names no other constraint on this table).
+    update cajex.outbox o
+    set done_at = now(), last_error = left('superseded: ' || p_error, 2000)
+    where o.id = p_id;
+  end;
+end;
 $$;
 alter function cajex_private.finish_outbox_job(bigint, text) owner to cajex_definer;
 

@@ -279,6 +279,27 @@ begin
 end;
 $$;
 
+-- Serialise the open workspace's seat syncs until the caller's transaction
+-- ends: a job holds this across reading the state, calling Stripe and
+-- recording the result, so two jobs of one workspace (a retry and the row a
+-- later seat change queued) never interleave and leave Stripe billing the
+-- older count. An advisory lock, not a row lock: seat changes (the trigger
+-- above) go on while Stripe answers.
+create or replace function cajex_private.lock_seat_sync()
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (select cajex.current_member_role()) is distinct from 'system' then
+    raise exception 'only a job syncs seats' using errcode = 'CXFBD';
+  end if;
+  perform pg_advisory_xact_lock(
+    hashtextextended('cajex.billing.sync_seats:' || (select cajex.current_workspace_id())::text, 0));
+end;
+$$;
+
 -- Stripe now bills p_quantity, as of seat sequence p_sequence. An older
 -- sync finishing late never overwrites a newer one.
 create or replace function cajex_private.record_seat_sync(p_sequence bigint, p_quantity integer)
@@ -516,6 +537,23 @@ begin
 
   else
     v_outcome := 'ignored';
+  end if;
+
+  -- Stripe bills a quantity other than the seat count (seats changed while
+  -- the owner was in Checkout, or while a subscription was being created;
+  -- a quantity edited in Stripe): queue the sync, which the seat trigger
+  -- alone would not (it queues none until a subscription is recorded).
+  -- After Checkout the quantity is not known yet (seats_paid may be an
+  -- ended subscription's): the job reads it from Stripe.
+  if v_outcome = 'applied' and (p_type like 'customer.subscription.%' or p_type = 'checkout.session.completed')
+     and exists (
+       select from cajex.workspace_billing b
+       where b.workspace_id = v_b.workspace_id and b.stripe_subscription_id = v_sub
+         and coalesce(b.subscription_status, 'active') not in ('canceled', 'incomplete_expired')
+         and (b.seats_paid is distinct from b.seats_used
+              or (p_type = 'checkout.session.completed' and v_b.stripe_subscription_id is distinct from v_sub))) then
+    perform cajex_private.enqueue_platform_job(
+      v_b.workspace_id, 'billing.sync_seats', '{}'::jsonb, 'seats', now() + cajex_private.seat_sync_delay());
   end if;
 
   if v_new_plan is not null and v_new_plan <> v_plan then

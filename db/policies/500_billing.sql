@@ -31,6 +31,7 @@ grant execute on function
   cajex.record_stripe_customer(text),
   cajex.record_cancellation(boolean),
   cajex_private.seat_sync_state(),
+  cajex_private.lock_seat_sync(),
   cajex_private.record_seat_sync(bigint, integer),
   cajex.record_subscription(text, bigint, jsonb)
   to cajex_app;

@@ -10,6 +10,7 @@ admins read it (billing.read).
 from __future__ import annotations
 
 import json
+import uuid
 
 from cajex.web.auth import csrf_exempt
 from cajex.web.middleware import (
@@ -197,6 +198,19 @@ def _ensure_customer(conn) -> str:
     return customer
 
 
+def _action_key(action: str) -> str:
+    """An idempotency key for one owner's action, made once per request.
+
+    Stripe answers a repeated key with its first answer and does nothing,
+    so a key must not outlive the action: cancel, keep, cancel again (or
+    basic, pro, basic) are three requests Stripe must carry out. The stripe
+    library's own retries within the request reuse it. Only the seat sync
+    keys by the seat sequence (jobs/billing.py): its retries are the same
+    request by design.
+    """
+    return f"{action}-{g.workspace.workspace_id}-{uuid.uuid4().hex}"
+
+
 def _apply_api_state(conn, state: dict, kind: str) -> None:
     """Record a subscription the API just returned, as its webhook would
     (for the open workspace's own customer: cajex.record_subscription)."""
@@ -217,7 +231,9 @@ def change_plan(
     a card on file subscribes at once, otherwise Stripe Checkout is opened.
     Checkout comes back to `success_url` (or `cancel_url`), the billing page
     unless the caller names another page. Every path checks the plan's
-    limits in SQL first (CXPLN names which).
+    limits in SQL first (CXPLN names which); a move Stripe bills is made in
+    SQL, under the workspace's lock, before Stripe is asked, so a refusal
+    leaves Stripe untouched and a failed Stripe call rolls the move back.
     """
     s = settings()
     if not isinstance(plan, str) or not plan:
@@ -236,16 +252,8 @@ def change_plan(
     if not billing.online(s):
         conn.execute("select cajex.change_plan(%s, 'offline')", (plan,))
         return {"done": True}
-    state = conn.execute(
-        "select b.stripe_subscription_id, b.stripe_item_id, b.subscription_status,"
-        " b.seats_used, b.seat_sequence, w.plan from cajex.workspace_billing b"
-        " join cajex.workspaces w on w.id = b.workspace_id"
-        " where b.workspace_id = cajex.current_workspace_id()"
-    ).fetchone()
-    live = state["stripe_subscription_id"] and state["subscription_status"] not in (
-        "canceled",
-        "incomplete_expired",
-    )
+    state = _subscription_state(conn)
+    live = _live(state)
     # Nothing to do, unless a paid plan chosen while billing was offline now
     # needs its subscription.
     if state["plan"] == plan and (live or plan == "free"):
@@ -254,10 +262,7 @@ def change_plan(
     if plan == "free":
         if live:
             stripe_api.set_cancel_at_period_end(
-                s,
-                state["stripe_subscription_id"],
-                True,
-                f"cancel-{ws}-{state['seat_sequence']}",
+                s, state["stripe_subscription_id"], True, _action_key("cancel")
             )
             conn.execute("select cajex.record_cancellation(true)")
         else:
@@ -271,7 +276,19 @@ def change_plan(
             "this plan has no Stripe price configured",
             field="plan",
         )
-    if live:
+    customer = None
+    if not live:
+        customer = _ensure_customer(conn)
+        if not stripe_api.default_payment_method(s, customer):
+            return _open_checkout(
+                conn, s, customer, price, state, plan, success_url, cancel_url
+            )
+    # The move, checked under the workspace's row lock (which invitations
+    # being accepted and subscriptions being recorded take too), before
+    # Stripe hears of it; the state is read again under that lock.
+    conn.execute("select cajex.change_plan(%s, 'stripe')", (plan,))
+    state = _subscription_state(conn)
+    if _live(state):
         item = (
             state["stripe_item_id"]
             or stripe_api.retrieve_subscription(s, state["stripe_subscription_id"])[
@@ -279,33 +296,47 @@ def change_plan(
             ]
         )
         stripe_api.set_price(
-            s,
-            state["stripe_subscription_id"],
-            item,
-            price,
-            f"plan-{ws}-{plan}-{state['seat_sequence']}",
+            s, state["stripe_subscription_id"], item, price, _action_key("plan")
         )
-        conn.execute("select cajex.change_plan(%s, 'stripe')", (plan,))
         return {"done": True}
-    customer = _ensure_customer(conn)
-    if stripe_api.default_payment_method(s, customer):
-        created = stripe_api.create_subscription(
-            s,
-            customer,
-            price,
-            max(state["seats_used"], 1),
-            ws,
-            f"subscribe-{ws}-{plan}-{state['seat_sequence']}",
-        )
-        _apply_api_state(conn, created, "customer.subscription.created")
-        conn.execute("select cajex.change_plan(%s, 'stripe')", (plan,))
-        return {"done": True}
+    created = stripe_api.create_subscription(
+        s,
+        customer or _ensure_customer(conn),
+        price,
+        max(state["seats_used"], 1),
+        ws,
+        _action_key("subscribe"),
+    )
+    _apply_api_state(conn, created, "customer.subscription.created")
+    return {"done": True}
+
+
+def _subscription_state(conn) -> dict:
+    return conn.execute(
+        "select b.stripe_subscription_id, b.stripe_item_id, b.subscription_status,"
+        " b.seats_used, w.plan from cajex.workspace_billing b"
+        " join cajex.workspaces w on w.id = b.workspace_id"
+        " where b.workspace_id = cajex.current_workspace_id()"
+    ).fetchone()
+
+
+def _live(state: dict) -> bool:
+    return bool(state["stripe_subscription_id"]) and state[
+        "subscription_status"
+    ] not in ("canceled", "incomplete_expired")
+
+
+def _open_checkout(
+    conn, s, customer, price, state, plan, success_url, cancel_url
+) -> dict:
+    """Stripe Checkout for a first subscription; the plan changes when its
+    webhook arrives (apply_stripe_event)."""
     url = stripe_api.create_checkout_session(
         s,
         customer,
         price,
         max(state["seats_used"], 1),
-        ws,
+        str(g.workspace.workspace_id),
         plan,
         success_url=success_url or _page_url() + "?checkout=done",
         cancel_url=cancel_url or _page_url(),
@@ -343,7 +374,7 @@ def _set_cancel(cancel: bool) -> None:
             409, "billing_offline", "billing is offline: choose a plan instead"
         )
     state = g.db.execute(
-        "select stripe_subscription_id, seat_sequence from cajex.workspace_billing"
+        "select stripe_subscription_id from cajex.workspace_billing"
         " where workspace_id = cajex.current_workspace_id()"
     ).fetchone()
     if not state or not state["stripe_subscription_id"]:
@@ -352,7 +383,7 @@ def _set_cancel(cancel: bool) -> None:
         s,
         state["stripe_subscription_id"],
         cancel,
-        f"{'cancel' if cancel else 'resume'}-{g.workspace.workspace_id}-{state['seat_sequence']}",
+        _action_key("cancel" if cancel else "resume"),
     )
     g.db.execute("select cajex.record_cancellation(%s)", (cancel,))
 
