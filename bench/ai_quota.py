@@ -38,6 +38,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The provider stand-ins listen on loopback, which a deployment refuses by
+# default (cajex.ai.netguard).
+os.environ.setdefault("CAJEX_AI_ALLOW_PRIVATE_HOSTS", "1")
 
 from cajex import crypto, db, log  # noqa: E402
 from cajex.ai import gateway as gw  # noqa: E402

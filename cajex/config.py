@@ -54,6 +54,10 @@ class Settings:
     signin_database_url: str = ""
     worker_database_url: str = ""
     webhook_database_url: str = ""
+    #: Let the AI gateway call provider URLs on loopback or private
+    #: addresses (a self-hosted model; the test suite). Off: a workspace
+    #: admin's base URL could otherwise reach internal services (SSRF).
+    ai_allow_private_hosts: bool = False
     extra: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -128,6 +132,8 @@ def from_env(**overrides) -> Settings:
         signin_database_url=env.get("SIGNIN_DATABASE_URL", ""),
         webhook_database_url=env.get("WEBHOOK_DATABASE_URL", ""),
         worker_database_url=env.get("WORKER_DATABASE_URL", ""),
+        ai_allow_private_hosts=env.get("CAJEX_AI_ALLOW_PRIVATE_HOSTS", "").lower()
+        in ("1", "true", "yes", "on"),
     )
     values.update(overrides)
     return Settings(**values)

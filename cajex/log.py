@@ -21,6 +21,9 @@ _SECRETISH = re.compile(
     r"|(?:sk|rk|pk|whsec)_[A-Za-z0-9_]{8,}"  # Stripe keys and secrets
     r"|\b[0-9a-f]{64}\b)"  # hex secrets
 )
+# The user and password of a URL (scheme://user:pass@host): masked before the
+# address check below, which would otherwise take "pass@host.tld" for one.
+_URL_USERINFO = re.compile(r"(?<=://)[^/\s@?#]+@")
 _SENSITIVE_KEYS = {
     "email",
     "token",
@@ -33,6 +36,7 @@ _SENSITIVE_KEYS = {
 
 
 def scrub_text(value: str) -> str:
+    value = _URL_USERINFO.sub("[userinfo]@", value)
     return _SECRETISH.sub("[secret]", _EMAIL.sub("[email]", value))
 
 
@@ -112,6 +116,11 @@ def configure(level: int = logging.INFO, stream=None) -> None:
     # Werkzeug's access log repeats what the request log says, with the query
     # string (which may hold a token): keep it quiet.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # The AI providers' client libraries and their HTTP client log every request's
+    # full URL at INFO (a provider base URL may carry a token); the gateway
+    # logs its own line without it.
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "anthropic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def get(name: str | None = None):

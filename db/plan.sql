@@ -20,6 +20,8 @@
 \ir lib/apply_versioned.sql
 \set file schema/0610_ai.sql
 \ir lib/apply_versioned.sql
+\set file schema/0611_ai_reservation_age.sql
+\ir lib/apply_versioned.sql
 \set file schema/0700_exports_retention.sql
 \ir lib/apply_versioned.sql
 

@@ -8,7 +8,10 @@ an `AIResult` or raises `cajex.errors.AppError` with a stable code:
 * `quota_exceeded` (429): the period's (or the task's) budget cannot cover
   the call; the admins were told once this period;
 * `ai_timeout` (504), `ai_provider_busy` (503), `ai_provider_error` (502):
-  the provider failed; the reservation was returned.
+  the provider failed; the reservation was returned;
+* `ai_provider_refused` (409): the workspace's base URL names, or resolves
+  to, an address the gateway may not call (cajex.ai.netguard); nothing was
+  sent and the reservation was returned.
 
 `scope` (cajex.db.Scope) names the workspace's verified context and where
 its connections come from. The gateway runs two short transactions, each
@@ -24,7 +27,13 @@ open across the provider call:
 2. call the provider with its official client (cajex.ai.providers);
 3. settle (cajex_private.ai_settle): record actual input and output tokens
    by workspace, model, task and day and return the unused reservation; a
-   failed call returns all of it.
+   failed call returns all of it. With the context secret, settling runs in
+   a service context of the workspace (job:ai_settle), not the member's: a
+   member removed or signed out during the call (or a revoked session) must
+   not leave the tokens reserved. The reservation id, unguessable and read
+   only within its workspace, binds the settlement. A call that never
+   settles (a worker killed mid-call) is released by the workspace's next
+   reservation once it is older than the longest provider timeout.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from cajex import crypto, db, log, metrics
+from cajex import context, crypto, db, log, metrics
+from cajex.ai import netguard
 from cajex.ai import providers as providers_mod
 from cajex.errors import AppError
 
@@ -80,6 +90,12 @@ _PROVIDER_ERRORS = {
         502,
         "ai_provider_error",
         "The AI provider sent an answer cajex cannot read.",
+    ),
+    "refused": (
+        409,
+        "ai_provider_refused",
+        "The workspace's AI provider URL points to an address cajex may not call:"
+        " an admin sets the provider's public URL. Nothing was charged.",
     ),
 }
 
@@ -129,11 +145,42 @@ def budget_message(row) -> str:
 
 
 class Gateway:
-    """Reserve, call, settle. `providers` maps a provider name to an adapter."""
+    """Reserve, call, settle. `providers` maps a provider name to an adapter.
 
-    def __init__(self, master, providers: dict[str, Callable] | None = None):
+    `context_secret` (cajex.config.Settings.context_secret) signs the service
+    context settlements run in; without it they run in the caller's scope.
+    `allow_private_hosts`: the deployment's CAJEX_AI_ALLOW_PRIVATE_HOSTS
+    (None: read from the environment).
+    """
+
+    def __init__(
+        self,
+        master,
+        providers: dict[str, Callable] | None = None,
+        *,
+        context_secret: str | None = None,
+        allow_private_hosts: bool | None = None,
+    ):
         self.master = master
         self.providers = dict(providers_mod.DEFAULT if providers is None else providers)
+        self.context_secret = context_secret or None
+        self.allow_private_hosts = (
+            netguard.default_allow_private()
+            if allow_private_hosts is None
+            else bool(allow_private_hosts)
+        )
+
+    def _settle_scope(self, scope: db.Scope) -> db.Scope:
+        """Where settling runs: the workspace's service context when it can be signed."""
+        if self.context_secret is None:
+            return scope
+        # A fresh token per settlement: the call may have outlived any minute-long token.
+        token = context.service_token(
+            self.context_secret, scope.workspace_id, "ai_settle"
+        )
+        return db.Scope(
+            scope.connection, token, str(scope.workspace_id), scope.workspace_id
+        )
 
     def complete(
         self,
@@ -176,8 +223,9 @@ class Gateway:
 
         reservation = row["reservation_id"]
         reserved = int(row["reserved_tokens"])
+        settle_scope = self._settle_scope(scope)
         if api_key is None:
-            self._settle(scope, reservation, row["model"], 0, 0, failed=True)
+            self._settle(settle_scope, reservation, row["model"], 0, 0, failed=True)
             _log.warning("ai.key_unreadable", workspace_id=str(workspace_id))
             raise AppError(
                 409,
@@ -193,14 +241,21 @@ class Gateway:
             prompt=prompt,
             max_output_tokens=int(row["max_output_tokens"]),
             timeout_seconds=float(row["timeout_seconds"]),
+            allow_private_hosts=self.allow_private_hosts,
         )
         del api_key
         overhead = time.perf_counter() - started
         call_started = time.perf_counter()
         try:
-            answer = self.providers[request.provider](request)
+            # Checked before any adapter runs (the official clients check
+            # again when they connect, and pin the checked address).
+            try:
+                netguard.check_url(request.base_url, self.allow_private_hosts)
+                answer = self.providers[request.provider](request)
+            except netguard.Refused:
+                raise providers_mod.ProviderError("refused") from None
         except providers_mod.ProviderError as exc:
-            self._settle(scope, reservation, request.model, 0, 0, failed=True)
+            self._settle(settle_scope, reservation, request.model, 0, 0, failed=True)
             _log.warning(
                 "ai.provider_failed",
                 workspace_id=str(workspace_id),
@@ -213,7 +268,7 @@ class Gateway:
                 *_PROVIDER_ERRORS.get(exc.kind, _PROVIDER_ERRORS["failed"])
             ) from None
         except BaseException:
-            self._settle(scope, reservation, request.model, 0, 0, failed=True)
+            self._settle(settle_scope, reservation, request.model, 0, 0, failed=True)
             raise
         provider_seconds = time.perf_counter() - call_started
         settle_started = time.perf_counter()
@@ -225,7 +280,7 @@ class Gateway:
         if answer.output_tokens > limit or len(text) > limit * 8:
             text, truncated = text[: limit * 4], True
         charged = self._settle(
-            scope,
+            settle_scope,
             reservation,
             answer.model or request.model,
             answer.input_tokens,

@@ -2,15 +2,19 @@
 provider's official client library and returning text and token usage.
 
 Contract: `call(request) -> Answer`, raising `ProviderError` with a `kind`
-of 'timeout', 'rate_limited', 'auth', 'failed' or 'bad_answer'. Messages
+of 'timeout', 'rate_limited', 'auth', 'failed', 'bad_answer' or 'refused'. Messages
 carry the HTTP status at most, never the key or the provider's own text.
 The client is built per call (no plaintext key outlives the call) with
 retries off: the gateway decides, and a retry would spend budget twice.
+Its HTTP client is cajex.ai.netguard's: internal addresses are refused at
+connect time (kind 'refused') and redirects are not followed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+from cajex.ai import netguard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +27,8 @@ class Request:
     prompt: str
     max_output_tokens: int
     timeout_seconds: float
+    #: The deployment's CAJEX_AI_ALLOW_PRIVATE_HOSTS (cajex.ai.netguard).
+    allow_private_hosts: bool = False
 
     def __repr__(self) -> str:  # never the key
         return f"Request({self.provider}, {self.model})"
@@ -60,6 +66,7 @@ def anthropic_messages(req: Request) -> Answer:
         base_url=req.base_url or None,
         timeout=req.timeout_seconds,
         max_retries=0,
+        http_client=netguard.http_client(req.timeout_seconds, req.allow_private_hosts),
     )
     try:
         msg = client.messages.create(
@@ -68,14 +75,17 @@ def anthropic_messages(req: Request) -> Answer:
             system=req.system,
             messages=[{"role": "user", "content": req.prompt}],
         )
+    except netguard.Refused:
+        raise ProviderError("refused") from None
     except anthropic.APITimeoutError:
         raise ProviderError("timeout") from None
     except anthropic.APIStatusError as exc:
         raise ProviderError(
             _kind_for_status(exc.status_code), exc.status_code
         ) from None
-    except anthropic.APIConnectionError:
-        raise ProviderError("failed") from None
+    except anthropic.APIConnectionError as exc:
+        kind = "refused" if netguard.refused_in(exc) else "failed"
+        raise ProviderError(kind) from None
     except anthropic.AnthropicError:
         raise ProviderError("bad_answer") from None
     finally:
@@ -101,6 +111,7 @@ def openai_chat(req: Request) -> Answer:
         base_url=req.base_url or None,
         timeout=req.timeout_seconds,
         max_retries=0,
+        http_client=netguard.http_client(req.timeout_seconds, req.allow_private_hosts),
     )
     try:
         done = client.chat.completions.create(
@@ -111,14 +122,17 @@ def openai_chat(req: Request) -> Answer:
                 {"role": "user", "content": req.prompt},
             ],
         )
+    except netguard.Refused:
+        raise ProviderError("refused") from None
     except openai.APITimeoutError:
         raise ProviderError("timeout") from None
     except openai.APIStatusError as exc:
         raise ProviderError(
             _kind_for_status(exc.status_code), exc.status_code
         ) from None
-    except openai.APIConnectionError:
-        raise ProviderError("failed") from None
+    except openai.APIConnectionError as exc:
+        kind = "refused" if netguard.refused_in(exc) else "failed"
+        raise ProviderError(kind) from None
     except openai.OpenAIError:
         raise ProviderError("bad_answer") from None
     finally:

@@ -6,7 +6,9 @@ permission ai.configure (checked in SQL by cajex.ai_update_settings)."""
 from __future__ import annotations
 
 from cajex import crypto
+from cajex.ai import netguard
 from cajex.ai.gateway import COLUMN, TABLE
+from cajex.errors import AppError
 
 PUBLIC_FIELDS = (
     "enabled",
@@ -35,8 +37,51 @@ def read(conn) -> dict | None:
     return out
 
 
-def save(conn, master, workspace_id, changes: dict, api_key: str | None = None) -> dict:
-    """Apply `changes` (the fields of cajex.ai_update_settings) and, if given, a new key."""
+def check_base_url(value, allow_private_hosts: bool | None = None) -> None:
+    """Refuse a base URL the gateway would refuse to call (422 invalid, field base_url).
+
+    The SQL function checks the URL's form; the host (literal, or what it
+    resolves to now) is checked here, as it depends on the deployment's
+    CAJEX_AI_ALLOW_PRIVATE_HOSTS. A name that does not resolve yet is let
+    through: the call checks it again.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return
+    try:
+        host, port = netguard.parse(value.strip())
+    except netguard.Refused:
+        return  # the form: cajex.ai_update_settings refuses it (CXINV)
+    if allow_private_hosts is None:
+        allow_private_hosts = netguard.default_allow_private()
+    try:
+        netguard.resolve(host, port, allow_private_hosts)
+    except netguard.Refused as exc:
+        if exc.reason == "host does not resolve":
+            return
+        raise AppError(
+            422,
+            "invalid",
+            f"the base URL must name a public address ({exc.reason})",
+            "base_url",
+        ) from None
+
+
+def save(
+    conn,
+    master,
+    workspace_id,
+    changes: dict,
+    api_key: str | None = None,
+    *,
+    allow_private_hosts: bool | None = None,
+) -> dict:
+    """Apply `changes` (the fields of cajex.ai_update_settings) and, if given, a new key.
+
+    `allow_private_hosts`: the deployment's CAJEX_AI_ALLOW_PRIVATE_HOSTS
+    (None: read from the environment).
+    """
+    if isinstance(changes, dict) and "base_url" in changes:
+        check_base_url(changes["base_url"], allow_private_hosts)
     sealed = last4 = None
     if api_key:
         api_key = api_key.strip()

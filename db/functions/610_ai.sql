@@ -55,9 +55,14 @@ begin
     raise exception 'a model name has 1 to 100 letters, digits and ._:/@-'
       using errcode = 'CXINV', detail = 'model';
   end if;
+  -- No user or password (they would reach logs and other hosts' auth) and
+  -- no query or fragment. Which hosts may be called depends on the
+  -- deployment (CAJEX_AI_ALLOW_PRIVATE_HOSTS): cajex/ai/netguard.py checks
+  -- the host when saving and again when calling.
   if nullif(p_changes ->> 'base_url', '') is not null
-     and (p_changes ->> 'base_url' !~ '^https?://[^\s]+$' or char_length(p_changes ->> 'base_url') > 300) then
-    raise exception 'the base URL is an http(s) URL of at most 300 characters'
+     and (p_changes ->> 'base_url' !~ '^https?://[^\s/?#@]+(/[^\s?#]*)?$'
+          or char_length(p_changes ->> 'base_url') > 300) then
+    raise exception 'the base URL is an http(s) URL of at most 300 characters, without user, password, query or fragment'
       using errcode = 'CXINV', detail = 'base_url';
   end if;
   if p_changes ? 'budget_period' and p_changes ->> 'budget_period' not in ('day', 'month') then
@@ -75,8 +80,10 @@ begin
   if p_changes ? 'task_budgets' and exists (
        select from jsonb_each(p_changes -> 'task_budgets') e
        where e.key !~ '^[a-z_]{1,40}$' or jsonb_typeof(e.value) <> 'number'
-          or (e.value)::numeric < 0 or (e.value)::numeric <> trunc((e.value)::numeric)) then
-    raise exception 'task budgets map task names (a-z, _) to whole token counts'
+          or (e.value)::numeric not between 0 and 1000000000000
+          or (e.value)::numeric <> trunc((e.value)::numeric)) then
+    -- Bounded like budget_tokens: ai_reserve reads each as a bigint.
+    raise exception 'task budgets map task names (a-z, _) to whole token counts of 0 to 10^12'
       using errcode = 'CXINV', detail = 'task_budgets';
   end if;
   if p_api_key is not null and (octet_length(p_api_key) not between 18 and 4096
@@ -307,6 +314,7 @@ declare
   v_scope_limit bigint;
   v_scope_start date;
   v_refused boolean := false;
+  v_stale cajex.ai_reservations;
 begin
   perform cajex_private.require_permission('ai.use');
   if p_task is null or p_task !~ '^[a-z_]{1,40}$' then
@@ -334,6 +342,31 @@ begin
       null::bytea, null::integer, null::integer, null::text, null::date, null::bigint, null::bigint,
       null::bigint, null::bytea, null::text;
     return;
+  end if;
+
+  -- Release what calls that never settled still hold (the worker died
+  -- mid-call): a reservation older than the longest provider timeout (600
+  -- seconds) plus a margin can belong to no call in flight. Recorded as a
+  -- failed request; a late settlement finds nothing and does nothing.
+  if exists (select from cajex.ai_reservations r
+             where r.workspace_id = v_ws and r.created_at < now() - interval '11 minutes') then
+    for v_stale in
+      delete from cajex.ai_reservations r
+      where r.workspace_id = v_ws and r.created_at < now() - interval '11 minutes'
+      returning *
+    loop
+      update cajex.ai_budget_counters c
+      set reserved_tokens = greatest(c.reserved_tokens - v_stale.tokens, 0)
+      where c.workspace_id = v_ws
+        and ((c.period_start = v_stale.period_start
+              and (c.scope = 'all' or (v_stale.task_scoped and c.scope = 'task:' || v_stale.task)))
+          or (c.scope = 'plan' and c.period_start = v_stale.plan_month));
+      insert into cajex.ai_usage as u (workspace_id, day, model, task, failed_requests)
+      values (v_ws, (now() at time zone 'utc')::date, v_set.model, v_stale.task, 1)
+      -- By name: the result columns model and task would make the list ambiguous.
+      on conflict on constraint ai_usage_pkey do update
+        set failed_requests = u.failed_requests + 1;
+    end loop;
   end if;
 
   p_tokens := p_tokens + v_set.max_output_tokens;

@@ -19,6 +19,12 @@ from cajex.errors import AppError
 KEY = "sk-test-" + "x" * 24 + "LAST"
 
 
+@pytest.fixture(autouse=True)
+def _private_hosts_allowed(monkeypatch):
+    """The fake provider listens on loopback: allow it, as a self-hosted model."""
+    monkeypatch.setenv("CAJEX_AI_ALLOW_PRIVATE_HOSTS", "1")
+
+
 @pytest.fixture
 def master():
     return crypto.Keyring(crypto.LocalMasterKey(os.urandom(32)))

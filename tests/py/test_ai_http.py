@@ -16,6 +16,14 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
+def settings(settings):
+    """The fake provider listens on loopback: allow it, as a self-hosted model."""
+    import dataclasses
+
+    return dataclasses.replace(settings, ai_allow_private_hosts=True)
+
+
+@pytest.fixture
 def fake():
     with FakeProvider(api_key=KEY) as server:
         yield server
@@ -189,6 +197,67 @@ def test_bad_settings_answer_422_and_never_echo_the_key(world, two, signed_in, f
         form.status_code == 422
         and "budget tokens is a whole number" in form.get_data(as_text=True)
     )
+
+
+def test_malformed_numbers_kinds_and_budgets_are_4xx_not_500(
+    world, two, signed_in, fake
+):
+    a, _ = two
+    client = signed_in(a.owner)
+    configure(client, a, fake)
+    # Digits that are not ASCII pass str.isdigit() but not int().
+    for days in ("\u00b2", "\u0661", "9" * 5000, "0"):
+        resp = client.get(f"/w/{a.slug}/api/v1/ai/usage", query_string={"days": days})
+        assert (resp.status_code, resp.get_json()["error"]["code"]) == (
+            400,
+            "invalid_days",
+        ), days
+    for budget in ("\u00b2", "9" * 5000):
+        form = client.post(
+            f"/w/{a.slug}/settings/ai",
+            data={
+                "csrf_token": "test-csrf-token",
+                "provider": "anthropic",
+                "model": "m",
+                "budget_tokens": budget,
+                "budget_period": "month",
+                "max_output_tokens": "100",
+                "timeout_seconds": "5",
+            },
+        )
+        assert form.status_code == 422 and "budget tokens is a whole number" in (
+            form.get_data(as_text=True)
+        )
+    pid = project(world, a)
+    for kind in ([], {}, ["summary"], 1, None):
+        resp = client.post(
+            f"/w/{a.slug}/api/v1/projects/{pid}/ai-drafts", json={"kind": kind}
+        )
+        error = resp.get_json()["error"]
+        assert (resp.status_code, error["code"], error["field"]) == (
+            422,
+            "invalid",
+            "kind",
+        ), kind
+    # A task budget past bigint is refused when saved, and drafts still work.
+    for budget in (10**20, 10**12 + 1, -1):
+        resp = client.patch(
+            f"/w/{a.slug}/api/v1/ai/settings",
+            json={"task_budgets": {"project_summary": budget}},
+        )
+        error = resp.get_json()["error"]
+        assert (resp.status_code, error["code"], error["field"]) == (
+            422,
+            "invalid",
+            "task_budgets",
+        ), budget
+    ok = client.patch(
+        f"/w/{a.slug}/api/v1/ai/settings",
+        json={"task_budgets": {"project_summary": 10**12}},
+    )
+    assert ok.status_code == 200
+    assert draft(client, a, pid).status_code == 201
+    assert fake.requests and all(r["model"] == "claude-test" for r in fake.requests)
 
 
 # -- drafts ------------------------------------------------------------------------

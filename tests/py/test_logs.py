@@ -24,6 +24,25 @@ def test_scrubber_masks_addresses_tokens_and_secrets():
     assert event["token"] == "[redacted]"
 
 
+def test_scrubber_masks_the_user_and_password_of_a_url():
+    event = log.scrub(
+        None,
+        None,
+        {"event": "x", "url": "POST http://gwuser:Passw0rdXYZ@10.1.2.3:8080/v1 done"},
+    )
+    assert "gwuser" not in event["url"] and "Passw0rdXYZ" not in event["url"]
+    assert "http://[userinfo]@10.1.2.3:8080/v1" in event["url"]
+
+
+def test_http_client_libraries_log_no_request_lines():
+    """httpx and the AI clients log each request's full URL at INFO: kept at WARNING."""
+    import logging
+
+    log.configure()
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "anthropic"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+
+
 def test_request_log_line_has_the_fields_operators_need(world, signed_in):
     """A request logs request id, workspace id, user id, route, status and duration."""
     ws = world.workspace()

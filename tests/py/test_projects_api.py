@@ -134,10 +134,14 @@ def test_malformed_ids_and_cursors_are_400(world, signed_in, two):
         client.get(f"/w/{a.slug}/api/v1/projects?cursor=%%%").json["error"]["code"]
         == "invalid_cursor"
     )
-    assert (
-        client.get(f"/w/{a.slug}/api/v1/projects?limit=1000").json["error"]["code"]
-        == "invalid_limit"
-    )
+    # Digits that are not ASCII (str.isdigit() takes them, int() does not), and
+    # an endless run of digits, are bad limits too, not 500s.
+    for limit in ("1000", "\u00b2", "\u0661", "9" * 5000, "-1", " 5"):
+        resp = client.get(f"/w/{a.slug}/api/v1/projects", query_string={"limit": limit})
+        assert (resp.status_code, resp.json["error"]["code"]) == (
+            400,
+            "invalid_limit",
+        ), limit
 
 
 def test_viewer_cannot_write(world, signed_in, two):

@@ -52,6 +52,9 @@ API_FIELDS = {
 
 # A provider key is one printable token: nothing that could smuggle a header.
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]{8,2000}$")
+# ASCII digits only (str.isdigit() takes '²', which int() refuses), and few
+# enough that int() stays cheap; SQL checks the range.
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 DEFAULTS = {
     "enabled": False,
@@ -80,7 +83,11 @@ def gateway() -> Gateway:
     """The app's gateway (one per app; the keyring is read from settings)."""
     ext = current_app.extensions
     if "cajex.ai_gateway" not in ext:
-        ext["cajex.ai_gateway"] = Gateway(crypto.master_key_from_settings(settings()))
+        ext["cajex.ai_gateway"] = Gateway(
+            crypto.master_key_from_settings(settings()),
+            context_secret=settings().context_secret,
+            allow_private_hosts=settings().ai_allow_private_hosts,
+        )
     return ext["cajex.ai_gateway"]
 
 
@@ -132,7 +139,7 @@ def _status_json(status: dict) -> dict:
 
 def _whole(raw, field: str) -> int:
     text = str(raw if raw is not None else "").strip().replace("_", "")
-    if not text.isdigit():
+    if not _DIGITS.fullmatch(text):
         raise AppError(
             422, "invalid", f"{field.replace('_', ' ')} is a whole number", field
         )
@@ -184,7 +191,12 @@ def _form_changes(form, current: dict) -> tuple[dict, str | None]:
 def _save(changes: dict, api_key: str | None) -> dict:
     master = crypto.master_key_from_settings(settings()) if api_key else None
     return ai_settings.save(
-        g.db, master, g.workspace.workspace_id, changes, api_key=api_key
+        g.db,
+        master,
+        g.workspace.workspace_id,
+        changes,
+        api_key=api_key,
+        allow_private_hosts=settings().ai_allow_private_hosts,
     )
 
 
@@ -287,7 +299,7 @@ def api_usage():
     if not (g.workspace.can("ai.configure") or g.workspace.can("billing.read")):
         raise AppError(403, "forbidden", "your role may not read the AI usage")
     days = request.args.get("days", "31")
-    if not days.isdigit() or not 1 <= int(days) <= 400:
+    if not _DIGITS.fullmatch(days) or not 1 <= int(days) <= 400:
         raise AppError(
             400, "invalid_days", "days is a whole number from 1 to 400", "days"
         )

@@ -32,7 +32,8 @@ def _project(project_id: str) -> dict:
 
 
 def _kind(value) -> str:
-    if value not in drafts.KINDS:
+    # A JSON list or object is unhashable: `in` on the dict would raise.
+    if not isinstance(value, str) or value not in drafts.KINDS:
         raise AppError(422, "invalid", "kind is summary or decision_record", "kind")
     return value
 

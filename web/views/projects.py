@@ -78,7 +78,10 @@ def list_page(conn, limit: int, cursor: str | None) -> tuple[list[dict], str | N
 
 def _limit() -> int:
     raw = request.args.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # ASCII digits, few of them: str.isdigit() takes '²', which int() refuses.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not (
+        1 <= int(raw) <= MAX_LIMIT
+    ):
         raise AppError(
             400,
             "invalid_limit",
