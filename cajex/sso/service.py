@@ -18,6 +18,8 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -481,8 +483,25 @@ def route_for_email(pool, email: str) -> Route | None:
     )
 
 
+def browser_binding(settings, request_id: str) -> str:
+    """What the browser that started a SAML sign-in keeps in a cookie (an
+    HMAC of the request id), so that the answer is taken only from it: an
+    answer posted from any other browser (a hostile page signing a victim
+    into the attacker's account) is refused."""
+    return hmac.new(
+        settings.secret_key.encode(), b"saml-authn:" + request_id.encode(), hashlib.sha256
+    ).hexdigest()
+
+
 def saml_login_url(pool, settings, r: Route, relay_state: str | None = None) -> str:
     """SP-initiated sign-in: record the request id, redirect to the IdP."""
+    return saml_login(pool, settings, r, relay_state)[0]
+
+
+def saml_login(
+    pool, settings, r: Route, relay_state: str | None = None
+) -> tuple[str, str]:
+    """(the IdP URL to redirect to, the browser binding of the request)."""
     request_id = saml.new_id()
     with db.as_service(pool, settings.context_secret, r.workspace_id, "sso") as (
         conn,
@@ -497,7 +516,10 @@ def saml_login_url(pool, settings, r: Route, relay_state: str | None = None) -> 
     idp = idp_config(row)
     xml = saml.authn_request(sp, idp, request_id, dt.datetime.now(dt.UTC))
     key = saml.sp_signing_key(settings.data_dir)[0] if row["sign_requests"] else None
-    return saml.redirect_url(idp.sso_url, "SAMLRequest", xml, relay_state, key)
+    return (
+        saml.redirect_url(idp.sso_url, "SAMLRequest", xml, relay_state, key),
+        browser_binding(settings, request_id),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -532,8 +554,14 @@ def decode_post_binding(value: str | None) -> bytes:
         raise SSOError("bad_encoding", "the SAML message is not base64") from None
 
 
-def saml_acs(pool, settings, r: Route, saml_response: str | None) -> SignIn:
-    """Verify a Response posted to this connection's ACS and provision the person."""
+def saml_acs(
+    pool, settings, r: Route, saml_response: str | None, binding: str | None = None
+) -> SignIn:
+    """Verify a Response posted to this connection's ACS and provision the person.
+
+    `binding` is the browser's cookie from saml_login: an answer to a
+    sign-in started here must come back through the browser that started it.
+    """
     try:
         data = decode_post_binding(saml_response)
     except SSOError as exc:
@@ -568,6 +596,15 @@ def saml_acs(pool, settings, r: Route, saml_response: str | None) -> SignIn:
                     "in_response_to",
                     r,
                     "this answer is for no sign-in started here (or it was used)",
+                )
+            elif not hmac.compare_digest(
+                binding or "", browser_binding(settings, result.in_response_to)
+            ):
+                _refuse(
+                    "browser",
+                    r,
+                    "this sign-in was started in another browser: start it again here",
+                    403,
                 )
             if not conn.execute(
                 "select cajex.sso_remember_once(%s, 'saml_assertion', %s, %s) as ok",

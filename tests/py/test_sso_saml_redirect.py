@@ -82,3 +82,23 @@ def test_a_parameter_given_twice_or_unknown_is_refused(world, app):
     # The message as the IdP sent it still signs Alice out.
     assert client.get(f"{path}?{query}").status_code == 302
     assert _live(world, "alice-1") == 0
+
+
+def test_a_sign_in_answer_counts_only_in_the_browser_that_started_it(world, app):
+    """Login CSRF: an answer to a sign-in started in one browser (the
+    attacker's), posted from a page into another browser, is refused there,
+    and the victim's browser gets no session; in the browser that started
+    it, the same kind of answer signs in."""
+    s = Setup(world)
+    attacker, victim = app.test_client(), app.test_client()
+    answer = s.response(s.start(attacker), "mallory-1", "mallory@acme.test")
+    refused = s.post(victim, answer)
+    assert refused.status_code == 403
+    assert "another browser" in refused.get_data(as_text=True)
+    with victim.session_transaction() as sess:
+        assert not sess.get("sid")
+    assert _live(world, "mallory-1") == 0
+    assert (
+        s.post(attacker, s.response(s.start(attacker), "mallory-1")).status_code == 302
+    )
+    assert _live(world, "mallory-1") == 1

@@ -104,7 +104,22 @@ def login(connection_id: str):
     try:
         r = _route(connection_id)
         if r.type == "saml":
-            return redirect(service.saml_login_url(pool(), settings(), r))
+            url, binding = service.saml_login(pool(), settings(), r)
+            response = redirect(url)
+            # The IdP posts the answer back cross-site: only a SameSite=None
+            # cookie (which must be Secure) comes with it. Over plain http
+            # (a local set-up, whose IdP is on the same site) Lax does.
+            secure = settings().public_url.startswith("https://")
+            response.set_cookie(
+                _binding_cookie(r.connection_id),
+                binding,
+                max_age=600,
+                path=f"/sso/saml/{r.connection_id}/acs",
+                secure=secure,
+                httponly=True,
+                samesite="None" if secure else "Lax",
+            )
+            return response
         return redirect(_oidc_begin(r))
     except service.SSOError as exc:
         return _error(exc)
@@ -135,11 +150,24 @@ def saml_acs(connection_id: str):
                 "wrong_type", "this connection does not speak SAML", 404
             )
         result = service.saml_acs(
-            pool(), settings(), r, request.form.get("SAMLResponse")
+            pool(),
+            settings(),
+            r,
+            request.form.get("SAMLResponse"),
+            request.cookies.get(_binding_cookie(r.connection_id)),
         )
     except service.SSOError as exc:
         return _error(exc)
-    return _finish_sign_in(result)
+    response = _finish_sign_in(result)
+    response.delete_cookie(
+        _binding_cookie(r.connection_id), path=f"/sso/saml/{r.connection_id}/acs"
+    )
+    return response
+
+
+def _binding_cookie(connection_id) -> str:
+    """The cookie that ties a SAML sign-in to the browser that started it."""
+    return f"cajex_saml_{str(connection_id).replace('-', '')}"
 
 
 @bp.route("/sso/saml/<connection_id>/slo", methods=["GET", "POST"])
