@@ -41,7 +41,22 @@ def _respond(err: AppError):
     return render_template("error.html", error=err), err.status
 
 
+def _log_crash(app: Flask, exc_info) -> None:
+    """Flask's own line for an unhandled error names the request's path,
+    which on some routes holds a token (a sign-in or invitation link): log
+    the route's rule instead, with the traceback."""
+    rule = request.url_rule.rule if request.url_rule else "unmatched"
+    _logger.error(
+        "request.crashed",
+        route=rule,
+        method=request.method,
+        error_class=exc_info[0].__name__ if exc_info and exc_info[0] else None,
+        exc_info=exc_info,
+    )
+
+
 def init_app(app: Flask) -> None:
+    app.log_exception = lambda exc_info: _log_crash(app, exc_info)
     @app.errorhandler(AppError)
     def handle_app_error(err: AppError):
         return _respond(err)

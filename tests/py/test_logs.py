@@ -94,3 +94,25 @@ def test_a_line_from_another_thread_between_a_line_and_its_newline_stays_apart(
     tee.write("\n")
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert sorted(x["from"] for x in lines) == ["pool", "request"]
+
+
+def test_an_unhandled_error_logs_the_route_not_a_token_in_the_path(app):
+    """A crash on a route whose path holds a token (a sign-in or invitation
+    link) is logged with the route's rule and the error's class; the token
+    never reaches the log."""
+    from structlog.testing import capture_logs
+
+    token = "tok_" + "Q" * 40
+
+    @app.get("/boom/<token>")
+    def boom(token):
+        raise RuntimeError("broken")
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    with capture_logs() as logs:
+        answer = app.test_client().get(f"/boom/{token}")
+    assert answer.status_code == 500
+    crashed = [e for e in logs if e.get("event") == "request.crashed"]
+    assert crashed and crashed[0]["route"] == "/boom/<token>"
+    assert crashed[0]["error_class"] == "RuntimeError"
+    assert token not in repr(logs)
