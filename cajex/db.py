@@ -1,20 +1,19 @@
 """Connections, and the one way a request or a job touches workspace data.
 
-`in_context()` opens a transaction whose first statement installs the
-verified context. Nothing else in the code base filters by workspace: RLS
-does, inside PostgreSQL.
+`in_context()` opens a transaction whose first statement checks a credential
+and seals the verified context into it. Nothing else in the code base filters
+by workspace: RLS does, inside PostgreSQL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import uuid
 from collections.abc import Callable, Iterator
 
 import psycopg
-from psycopg import generators, sql
+from psycopg import generators
 from psycopg.adapt import Transformer
 from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
@@ -56,9 +55,9 @@ def make_pool(
     """A pool of cajex_app connections.
 
     Connections come back to the pool outside any transaction (the pool rolls
-    back an open one), and the context row of a finished transaction never
-    matches the next (it is keyed by the transaction's start time), so no
-    context outlives its transaction. After a database restart, a request
+    back an open one), and a context is sealed to its transaction (the
+    setting is transaction-local, and the seal covers the transaction's start
+    time), so no context outlives its transaction. After a database restart, a request
     that meets a dead connection fails with 503 and the pool replaces the
     connection; a background check every `max_idle` keeps idle ones fresh.
     """
@@ -74,24 +73,20 @@ def make_pool(
     )
 
 
-_CHECK = "cajex_context_check"
-_CHECK_SQL = (
-    f"prepare {_CHECK} as select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
-    + _PERMISSIONS
-    + " from cajex_private.context c"
+#: The opening, prepared once per connection: the context's row and the
+#: role's permissions from the matrix.
+_OPEN = b"cajex_open_context"
+_OPEN_SQL = (
+    b"select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
+    + _PERMISSIONS.encode()
+    + b" from cajex_private.open_context($1, $2) c"
 )
-
-
-def _prepare(conn: psycopg.Connection) -> None:
-    """Prepare the context check once per connection (it is planned once)."""
-    if getattr(conn, "_cajex_check_prepared", False):
-        return
-    with conn.transaction():
-        if not conn.execute(
-            "select 1 from pg_prepared_statements where name = %s", (_CHECK,)
-        ).fetchone():
-            conn.execute(_CHECK_SQL)
-    conn._cajex_check_prepared = True
+_EXPECT_SQL = (
+    b"select workspace_id, workspace_slug, role, user_id, permissions"
+    b" from cajex_private.expect_context($1)"
+)
+_TEXT = 25  # the text type's oid
+_UUID = 2950
 
 
 @contextlib.contextmanager
@@ -108,13 +103,13 @@ def in_context(
     database error and returned gets InFailedSqlTransaction, not a silent
     rollback.
 
-    A browser's session credential (context.session_credential) travels in
-    transaction-local settings and is verified by the policies themselves
-    (cajex_private.context), once per statement. A signed token
-    (context.user_token, context.service_token) is verified once by
-    cajex_private.open_context, which records the context for the
-    transaction. Either way BEGIN, the context and its check go in one round
-    trip, so a transaction costs no more round trips than one without.
+    `token` is a browser's session credential (context.session_credential)
+    or a signed token (context.user_token, context.service_token).
+    cajex_private.open_context checks it once and seals the context into the
+    transaction, and every policy checks the seal. BEGIN and the opening go
+    in one round trip (a pipeline), so a transaction costs no more round
+    trips than one without; the credential travels as a bind parameter, never
+    in the statement's text, which other sessions of the same role can read.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("in_context() must start its own transaction")
@@ -139,87 +134,35 @@ def in_context(
         _run(conn, b"COMMIT")
 
 
-# What a browser's credential and a workspace slug look like. Both travel
-# inside the opening statement as literals; anything else is quoted by
-# psycopg instead (and opens nothing).
-_CREDENTIAL = re.compile(
-    rb"v2\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.[A-Za-z0-9_-]{1,256}"
-)
-_SLUG = re.compile(rb"[a-z0-9-]{0,64}")
-
-
-def _opening(
-    conn: psycopg.Connection,
-    token: str,
-    workspace: str | None,
-    expect: uuid.UUID | None = None,
-) -> bytes:
-    """BEGIN, the context and its check, as one simple-query message.
-
-    With `expect`, the check is cajex_private.expect_context, which fails
-    the transaction unless that workspace opened.
-    """
-    guard = (
-        sql.SQL("; select * from cajex_private.expect_context({})")
-        .format(sql.Literal(uuid.UUID(str(expect))))
-        .as_bytes(conn)
-        if expect is not None
-        else None
-    )
-    if not token.startswith("v2."):
-        opening = (
-            sql.SQL(
-                "begin; select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
-                + _PERMISSIONS
-                + " from cajex_private.open_context({}, {}) c"
-            )
-            .format(sql.Literal(token), sql.Literal(workspace))
-            .as_bytes(conn)
-        )
-        return opening + guard if guard else opening
-    if guard is None:
-        _prepare(conn)
-    credential, slug = token.encode(), (workspace or "").encode()
-    if _CREDENTIAL.fullmatch(credential) and _SLUG.fullmatch(slug):
-        settings = b"".join(
-            (
-                b"begin; select set_config('cajex.context', '",
-                credential,
-                b"', true), set_config('cajex.workspace', '",
-                slug,
-                b"', true)",
-            )
-        )
-    else:
-        settings = (
-            sql.SQL(
-                "begin; select set_config('cajex.context', {}, true),"
-                " set_config('cajex.workspace', {}, true)"
-            )
-            .format(sql.Literal(token), sql.Literal(workspace or ""))
-            .as_bytes(conn)
-        )
-    return settings + (guard or b"; execute " + _CHECK.encode())
+def _opening_steps(
+    conn: psycopg.Connection, token: str, workspace: str | None
+) -> list[Callable[[], None]]:
+    """BEGIN and the opening, as pipeline steps; prepares the opening on a
+    connection that has not got it."""
+    pgconn = conn.pgconn
+    params = [token.encode(), workspace.encode() if workspace is not None else None]
+    steps = []
+    if not getattr(conn, "_cajex_open_prepared", False):
+        steps.append(lambda: pgconn.send_prepare(_OPEN, _OPEN_SQL, [_TEXT, _TEXT]))
+        conn._cajex_open_prepared = True
+    steps.append(lambda: pgconn.send_query_params(b"BEGIN", None))
+    steps.append(lambda: pgconn.send_query_prepared(_OPEN, params))
+    return steps
 
 
 def _open(conn: psycopg.Connection, token: str, workspace: str | None) -> tuple | None:
-    """Send the opening; the check's row (typed), or None when nothing opened.
-
-    Sent with libpq directly rather than through a cursor: psycopg would
-    otherwise send a BEGIN of its own, and this is the one statement every
-    request makes.
-    """
-    opening = _opening(conn, token, workspace)
+    """Send BEGIN and the opening; the opening's row (typed), or None when
+    nothing opened."""
     try:
-        result = _run(conn, opening)
+        result = _pipeline(conn, _opening_steps(conn, token, workspace))[-1]
     except psycopg.errors.InvalidSqlStatementName:
         # psycopg deallocates every prepared statement after a rollback it
-        # runs itself; prepare the check again and retry once.
-        _rollback(conn)
-        conn._cajex_check_prepared = False
-        _prepare(conn)
-        result = _run(conn, opening)
-    if not result.ntuples:
+        # runs itself (ours included): prepare the opening again, once.
+        conn._cajex_open_prepared = False
+        result = _pipeline(conn, _opening_steps(conn, token, workspace))[-1]
+    if not result.ntuples or (
+        result.get_value(0, 0) is None and result.get_value(0, 3) is None
+    ):
         return None
     loader = Transformer.from_context(conn)
     loader.set_pgresult(result)
@@ -235,8 +178,8 @@ def commit_with(
     *,
     expect: uuid.UUID | None = None,
 ) -> tuple[OpenedContext, list[dict]]:
-    """A whole transaction in one round trip: BEGIN, the context and its
-    check, `query` and COMMIT, sent as one simple-query message.
+    """A whole transaction in one round trip: BEGIN, the opening, `query` and
+    COMMIT, sent as one pipeline.
 
     For short writes on a contended row (the AI budget's counter): the row
     lock is held only while the server works, and the transaction costs one
@@ -247,23 +190,34 @@ def commit_with(
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("commit_with() must start its own transaction")
-    statement = psycopg.ClientCursor(conn).mogrify(query, params)
-    message = b"; ".join(
-        (
-            _opening(conn, token, workspace, expect),
-            statement.encode(conn.info.encoding),
-            b"commit",
-        )
+    pgconn = conn.pgconn
+    statement = (
+        psycopg.ClientCursor(conn).mogrify(query, params).encode(conn.info.encoding)
     )
+
+    def steps():
+        out = _opening_steps(conn, token, workspace)
+        if expect is not None:
+            out.append(
+                lambda: pgconn.send_query_params(
+                    _EXPECT_SQL, [str(expect).encode()], [_UUID]
+                )
+            )
+        out.append(lambda: pgconn.send_query_params(statement, None))
+        out.append(lambda: pgconn.send_query_params(b"COMMIT", None))
+        return out
+
     try:
-        check, result = _exchange(conn, message)[-3:-1]
+        results = _pipeline(conn, steps())
     except psycopg.errors.InvalidSqlStatementName:
-        conn._cajex_check_prepared = False
-        _prepare(conn)
-        check, result = _exchange(conn, message)[-3:-1]
+        conn._cajex_open_prepared = False
+        results = _pipeline(conn, steps())
+    check, result = results[-3:-1]
     loader = Transformer.from_context(conn)
     loader.set_pgresult(check)
     row = loader.load_row(0, tuple) if check.ntuples else None
+    if row is not None and row[0] is None and row[3] is None:
+        row = None
     opened = OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
     loader.set_pgresult(result)
     names = [result.fname(i).decode() for i in range(result.nfields)]
@@ -274,37 +228,72 @@ def commit_with(
     return opened, rows
 
 
-def _exchange(conn: psycopg.Connection, message: bytes) -> list:
-    """Send a simple-query message of several statements; every result, or
-    the error one of them raised (the transaction rolled back)."""
+def _pipeline(conn: psycopg.Connection, steps: list[Callable[[], None]]) -> list:
+    """Send `steps` (each queues one command) in one pipeline, with one sync;
+    the last result of each, or the error the first failing one raised (the
+    transaction rolled back).
+
+    The waits go through psycopg's, which release the GIL while the server
+    works.
+    """
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
     pgconn = conn.pgconn
     try:
-        pgconn.send_query(message)
-        results = conn.wait(generators.execute(pgconn))
+        pgconn.enter_pipeline_mode()
+        try:
+            for step in steps:
+                step()
+            pgconn.pipeline_sync()
+            conn.wait(generators.send(pgconn))
+            results = conn.wait(_pipeline_results(pgconn, len(steps)))
+        finally:
+            pgconn.exit_pipeline_mode()
     except psycopg.OperationalError:
         raise
     except BaseException:
         # Interrupted while waiting: the connection's state is unknown.
         conn.close()
         raise
-    failed = results[-1] if results else None
-    if failed is not None and failed.status in (
-        ExecStatus.TUPLES_OK,
-        ExecStatus.COMMAND_OK,
-    ):
+    failed = next((r for r in results if r.status not in _OK), None)
+    if failed is None:
         return results
-    if pgconn.status != psycopg.pq.ConnStatus.OK or failed is None:
-        message_text = (
-            (failed.error_message if failed is not None else b"")
-            or pgconn.error_message
-        ).decode(errors="replace")
-        raise psycopg.OperationalError(
-            message_text.strip() or "the connection was lost"
+    if pgconn.status != psycopg.pq.ConnStatus.OK:
+        # The server went away: what psycopg raises for a lost connection.
+        message = (failed.error_message or pgconn.error_message).decode(
+            errors="replace"
         )
+        raise psycopg.OperationalError(message.strip() or "the connection was lost")
     _rollback(conn)
     raise psycopg.errors.error_from_result(failed, encoding=pgconn._encoding)
+
+
+_OK = (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK)
+
+
+def _pipeline_results(pgconn, count: int):
+    """A psycopg wait generator: the last result of each of `count` pipelined
+    commands, up to and including the pipeline's sync. A command that
+    failed, or was skipped after another failed, gives its error result."""
+    results = []
+    last = None
+    while True:
+        while pgconn.is_busy():
+            while not (yield generators.WAIT_R):
+                continue
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            # The end of one command's results.
+            results.append(last)
+            last = None
+            continue
+        if result.status == ExecStatus.PIPELINE_SYNC:
+            if len(results) != count:  # pragma: no cover - a protocol error
+                raise psycopg.OperationalError("the pipeline lost a result")
+            return results
+        if last is None or last.status in _OK:
+            last = result
 
 
 def _run(conn: psycopg.Connection, command: bytes):

@@ -2,6 +2,8 @@
 -- Versioned files apply once each, in this order.
 \set file schema/0001_core.sql
 \ir lib/apply_versioned.sql
+\set file schema/0002_sealed_context.sql
+\ir lib/apply_versioned.sql
 \set file schema/0100_signin.sql
 \ir lib/apply_versioned.sql
 \set file schema/0200_sso.sql

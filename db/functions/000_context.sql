@@ -1,165 +1,148 @@
 -- The verified request context: who is acting, in which workspace.
 --
 -- Threat model: any role can set_config() any custom setting, so a policy that
--- trusted a plain setting would fall to one SQL injection. Instead the web
--- app and workers sign a short-lived token with a secret that cajex_app
--- cannot read (cajex_private.context_keys), and open_context() verifies it,
--- the session behind it and the membership, once per transaction, and
--- records the result in cajex_private.active_contexts, a table only the
--- definer role writes. Policies read that row through the inlinable helpers
--- below, wrapped in a sub-select so the lookup runs once per statement as an
--- InitPlan.
+-- trusted a plain setting would fall to one SQL injection. Here every way in
+-- is checked once per transaction by a definer function, which seals what it
+-- found into the transaction-local setting cajex.context:
 --
--- Token layout (all parts ASCII, joined by '.'), signed with HMAC-SHA256 over
--- the first five parts:
---   v1.u.<user id>.<session id>.<expiry, unix seconds>.<hex signature>
---       a signed-in user; the workspace is named when the context is opened
---   v1.s.<workspace id>.<actor label>.<expiry>.<hex signature>
+--   v3|<workspace id>|<user id>|<session id>|<role>|<actor>|<slug>|<seal>
+--
+-- (empty fields for what the context lacks), where <seal> is the hex
+-- HMAC-SHA256, under a key only the database holds (cajex_private.seal_key),
+-- of the fields before it, the backend's process id and the transaction's
+-- start time. Policies read the context through the view below, which checks
+-- the seal on every statement: a setting written by anyone else, changed in
+-- any field, carried into a later transaction of a pooled connection or read
+-- off another backend opens nothing. The setting is transaction-local, so it
+-- ends with its transaction anyway.
+--
+-- The ways in, each cajex_private.open_context or a sibling:
+--   v2.<session id>.<session secret>
+--       a signed-in browser: the secret is the one in its cookie; the
+--       database keeps only its SHA-256
+--   v1.u.<user id>.<session id>.<expiry>.<hex HMAC>
+--       a user's session, in a token signed with the secret the web app and
+--       workers share with the database (cajex_private.context_keys); a DBA's
+--       `cajex db as-member` uses it
+--   v1.s.<workspace id>.<actor label>.<expiry>.<hex HMAC>
 --       a job acting for one workspace (export, seat sync, ...)
--- PostgREST requests carry no such token: PostgREST verified their JWT, and
--- the view below checks its claims (request.jwt.claims) against the session
--- and the membership, with no write, since PostgREST runs GET and HEAD in
--- READ ONLY transactions.
+--   a SCIM bearer token (open_scim_context), and the claims of the JWT that
+--   PostgREST verified (open_api_context, run by api.pre_request)
+-- Credentials travel as bind parameters, never in the text of a statement,
+-- which other backends of the same role can read in pg_stat_activity.
+--
+-- Opening writes nothing (but for sliding a session's idle window at most
+-- once a minute), so read-only transactions open contexts as well. The
+-- checks a context passed (live session, active member, active workspace,
+-- its SSO and sign-in rules) hold from the opening to the end of the
+-- transaction.
+
+-- Earlier forms, with other arguments.
+drop function if exists cajex_private.install_context(uuid, uuid, text, text);
 
 --------------------------------------------------------------------------------
--- The context of the running statement, verified where it is read.
---
--- (a) A signed-in user's request sets two transaction-local settings: its
---     session credential, cajex.context = 'v2.<session id>.<session secret>'
---     (the secret is the browser's cookie; the database keeps only its
---     SHA-256), and the slug of the workspace it asks for, cajex.workspace.
---     This view checks both inline, with no function call and no write: the
---     planner expands it into each policy's sub-select, so the check runs
---     once per statement as an InitPlan and costs three index lookups and one
---     hash. A wrong or stale credential, a revoked or expired session, a
---     member who left and a deleted workspace all yield no workspace. Anyone
---     may set the settings; nobody can produce another session's secret.
--- (b) Jobs, SCIM, and callers of open_context with a signed token, have
---     their context recorded for the transaction by a definer function in
---     cajex_private.active_contexts.
--- (c) A PostgREST request: the claims of the JWT PostgREST verified, read
---     from request.jwt.claims (cajex_private.api_claims) and checked here
---     like (a), minus the secret: the session must belong to the claimed
---     user, and the workspace is named by id. Claims count only in a
---     session of cajex_authenticator, the login PostgREST uses, whose
---     clients run no SQL of their own; any other session gets nothing from
---     them.
--- (b) and (c) are used only when (a) is not, and (c) only in the
--- authenticator's sessions, (b) never there, so the view has at most one row.
---
--- Owned by cajex_definer and not security_invoker: it must read sessions
--- and memberships, which the request roles cannot. It only ever returns the
--- caller's own context (security_barrier keeps a caller's own predicates
--- from running before its checks).
--- The claims of the JWT PostgREST verified for this request, when this is a
--- session of its login (cajex_authenticator) acting as cajex_api: the user,
--- the session and the workspace, as ids. Anything else (another login, the
--- anonymous role, a claim missing or malformed) gives a row of nulls. Read
--- by the context view below; it checks them against the database.
-create or replace function cajex_private.api_claims(
-  out user_id uuid,
-  out session_id uuid,
-  out workspace_id uuid
-)
+-- The seal's key. Made once by the migration (db/lib/finish.sql); `cajex keys
+-- rotate-seal` makes a new one, after which contexts opened before it open
+-- nothing (transactions in flight see no rows from then on).
+create or replace function cajex_private.ensure_seal_key(p_rotate boolean default false)
+returns void
 language plpgsql
-stable
-set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_claims jsonb;
-  c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+  v_key bytea := extensions.gen_random_bytes(32) || decode(repeat('00', 32), 'hex');
+  v_inner bytea := v_key;
+  v_outer bytea := v_key;
 begin
-  if session_user::text <> 'cajex_authenticator' then
+  if not p_rotate and exists (select from cajex_private.seal_key) then
     return;
   end if;
-  begin
-    v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
-  exception when others then
-    return;
-  end;
-  if v_claims is null or jsonb_typeof(v_claims) <> 'object'
-     or coalesce(v_claims ->> 'role', '') <> 'cajex_api'
-     or coalesce(v_claims ->> 'sub', '') !~ c_uuid
-     or coalesce(v_claims ->> 'sid', '') !~ c_uuid
-     or coalesce(v_claims ->> 'workspace_id', '') !~ c_uuid then
-    return;
-  end if;
-  user_id := (v_claims ->> 'sub')::uuid;
-  session_id := (v_claims ->> 'sid')::uuid;
-  workspace_id := (v_claims ->> 'workspace_id')::uuid;
+  for i in 0..63 loop
+    v_inner := set_byte(v_inner, i, get_byte(v_key, i) # 54);
+    v_outer := set_byte(v_outer, i, get_byte(v_key, i) # 92);
+  end loop;
+  insert into cajex_private.seal_key (only_row, inner_pad, outer_pad)
+  values (true, v_inner, v_outer)
+  on conflict (only_row) do update
+    set inner_pad = excluded.inner_pad, outer_pad = excluded.outer_pad, created_at = now();
 end;
 $$;
 
+--------------------------------------------------------------------------------
+-- Sealing: called by the openers below once they checked a credential, never
+-- by a request. A null workspace leaves a user-only context (the user is
+-- signed in, but not into the workspace asked for); no user and no workspace
+-- clears the context.
+create or replace function cajex_private.seal_context(
+  p_workspace_id uuid,
+  p_user_id uuid,
+  p_session_id uuid,
+  p_role text,
+  p_actor text,
+  p_slug text
+)
+returns void
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_fields text;
+begin
+  if p_workspace_id is null and p_user_id is null then
+    perform set_config('cajex.context', '', true);
+    return;
+  end if;
+  v_fields := 'v3|' || coalesce(p_workspace_id::text, '') || '|' || coalesce(p_user_id::text, '')
+    || '|' || coalesce(p_session_id::text, '') || '|' || coalesce(p_role, '') || '|' || p_actor
+    || '|' || coalesce(p_slug, '');
+  -- The separator cannot hide in a field (roles, actors and slugs are of
+  -- narrow alphabets already; this keeps it so).
+  if cardinality(string_to_array(v_fields, '|')) <> 7 then
+    raise exception 'a context field holds the separator' using errcode = 'CXINV';
+  end if;
+  perform set_config('cajex.context', v_fields || '|' || encode(
+      sha256(k.outer_pad || sha256(k.inner_pad || convert_to(v_fields, 'UTF8')
+             || int4send(pg_backend_pid()) || timestamptz_send(now()))), 'hex'), true)
+  from cajex_private.seal_key k;
+  if not found then
+    raise exception 'the context''s seal key is missing' using errcode = 'CXNCX',
+      hint = 'Run the migration (cajex db migrate), which makes it.';
+  end if;
+end;
+$$;
+alter function cajex_private.seal_context(uuid, uuid, uuid, text, text, text) owner to cajex_definer;
+
+--------------------------------------------------------------------------------
+-- The context of the running transaction: one row when cajex.context holds a
+-- seal this backend made in this transaction, none otherwise. Policies read
+-- it as `(select c.workspace_id from cajex_private.context c)`, which the
+-- planner expands into the statement as an InitPlan: the check runs once per
+-- statement, costs two SHA-256 of about 200 bytes and one read of a one-row
+-- table, and calls no function that could be replaced.
+--
+-- Owned by cajex_definer and not security_invoker: it reads the key, which
+-- the request roles cannot. security_barrier keeps a caller's own predicates
+-- from running before the check. The cast of a field runs only on a row whose
+-- seal matched, so no setting, however malformed, raises an error here.
 create or replace view cajex_private.context
 with (security_barrier = true)
 as
-  select w.workspace_id, s.user_id, s.id as session_id, w.member_role,
-         'user'::text as actor, w.workspace_slug
-  -- The credential is parsed and hashed once per statement: OFFSET 0 keeps
-  -- this one-row subquery from being flattened into the joins below, where
-  -- the parsing and the hash would run once per candidate row.
-  from (select case when t.p[2] ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                    then t.p[2]::uuid end as session_id,
-               sha256(convert_to(t.p[3], 'UTF8')) as token_hash,
-               current_setting('cajex.workspace', true) as workspace_slug
-        from (select string_to_array(current_setting('cajex.context', true), '.') as p) t
-        where cardinality(t.p) = 3 and t.p[1] = 'v2'
-        offset 0) k
-  join cajex.sessions s
-    on s.id = k.session_id
-   and s.token_hash = k.token_hash
-   and s.revoked_at is null
-   and s.idle_expires_at > now()
-   and s.absolute_expires_at > now()
-  left join lateral (
-    select w.id as workspace_id, w.slug as workspace_slug, m.role as member_role
-    from cajex.workspaces w
-    join cajex.memberships m
-      on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
-    where w.slug = k.workspace_slug
-      and w.status = 'active'
-      -- An SSO-enforcing workspace opens only for a session its IdP vouched for.
-      and (not w.sso_enforced or s.sso_workspace_id = w.id)
-      -- A workspace that chose its standard sign-in methods opens only for
-      -- a session made by one of them (one primary-key probe; sessions of
-      -- other kinds, such as SSO, are governed by the line above).
-      and (s.auth_method not in ('google', 'apple', 'github', 'magic_link')
-           or not exists (select from cajex.workspace_signin_methods sm
-                          where sm.workspace_id = w.id and s.auth_method <> all (sm.methods)))
-  ) w on true
-  union all
-  select c.workspace_id, c.user_id, c.session_id, c.member_role, c.actor, null
-  from cajex_private.active_contexts c
-  where c.backend_pid = pg_backend_pid()
-    and c.opened_at = now()
-    and coalesce(current_setting('cajex.context', true), '') = ''
-    and session_user <> 'cajex_authenticator'
-  union all
-  select w.workspace_id, s.user_id, s.id, w.member_role, 'api'::text, w.workspace_slug
-  -- The gate is a constant of the statement: other sessions never parse claims.
-  from (select a.user_id, a.session_id, a.workspace_id
-        from cajex_private.api_claims() a
-        where session_user = 'cajex_authenticator'
-          and coalesce(current_setting('cajex.context', true), '') = ''
-        offset 0) k
-  join cajex.sessions s
-    on s.id = k.session_id
-   and s.user_id = k.user_id
-   and s.revoked_at is null
-   and s.idle_expires_at > now()
-   and s.absolute_expires_at > now()
-  left join lateral (
-    select w.id as workspace_id, w.slug as workspace_slug, m.role as member_role
-    from cajex.workspaces w
-    join cajex.memberships m
-      on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
-    where w.id = k.workspace_id
-      and w.status = 'active'
-      and (not w.sso_enforced or s.sso_workspace_id = w.id)
-      and (s.auth_method not in ('google', 'apple', 'github', 'magic_link')
-           or not exists (select from cajex.workspace_signin_methods sm
-                          where sm.workspace_id = w.id and s.auth_method <> all (sm.methods)))
-  ) w on true;
+  select nullif(t.f[2], '')::uuid as workspace_id,
+         nullif(t.f[3], '')::uuid as user_id,
+         nullif(t.f[4], '')::uuid as session_id,
+         nullif(t.f[5], '') as member_role,
+         t.f[6] as actor,
+         nullif(t.f[7], '') as workspace_slug
+  -- The setting is read and split once per statement (OFFSET 0 keeps this
+  -- one-row subquery whole).
+  from (select s.v, string_to_array(s.v, '|') as f
+        from (select current_setting('cajex.context', true) as v) s
+        offset 0) t
+  cross join cajex_private.seal_key k
+  where cardinality(t.f) = 8
+    and t.f[1] = 'v3'
+    and encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(left(t.v, -65), 'UTF8')
+               || int4send(pg_backend_pid()) || timestamptz_send(now()))), 'hex') = t.f[8];
 alter view cajex_private.context owner to cajex_definer;
 
 --------------------------------------------------------------------------------
@@ -246,14 +229,26 @@ comment on function cajex.current_actor() is
   'Who acts, for the audit log: ''user'', ''api'', ''job:<label>'' or ''scim:<token id>''.';
 
 --------------------------------------------------------------------------------
--- Writers. Definer functions owned by cajex_definer (BYPASSRLS): they must
--- read sessions and memberships before any context exists.
+-- Openers. Definer functions owned by cajex_definer (BYPASSRLS): they read
+-- sessions and memberships before any context exists.
 
+-- A user's session, checked for a workspace (by slug, or by id) and sealed.
+-- Shared by every way a user comes in; never called by a request. The
+-- session must be live (and, for a browser, its secret must hash to the
+-- stored hash); the workspace, when named, must be active, the user an
+-- active member, an SSO-enforcing workspace opens only for a session its own
+-- IdP vouched for, and a workspace that chose its standard sign-in methods
+-- only for a session made by one of them. (A disabled user's sessions are
+-- revoked when they are disabled: cajex_private.revoke_sessions_of_disabled_user.)
+-- A live session with a workspace it may not open seals a user-only context;
+-- a dead one clears the context.
 create or replace function cajex_private.install_context(
-  p_user_id uuid,
   p_session_id uuid,
+  p_token_hash bytea,
+  p_user_id uuid,
   p_workspace text,
   p_actor text,
+  p_touch boolean,
   out workspace_id uuid,
   out workspace_slug text,
   out member_role text,
@@ -264,83 +259,59 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_live boolean;
-  v_touch boolean;
   v_ref_id uuid;
+  v_touch boolean;
 begin
-  -- A workspace is named by slug or id. (Decided here, not in the query: SQL
-  -- does not promise to skip a failing cast, and two plain lookups each use
-  -- their index where one OR would not.)
+  -- A workspace is named by slug or by id; by slug, it is found through its
+  -- unique index in an InitPlan, so that one plan serves both.
   if p_workspace ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
     v_ref_id := p_workspace::uuid;
   end if;
-
-  -- One statement: the session must be live and its user enabled; the
-  -- workspace, when named, must be active, the user an active member, and an
-  -- SSO-enforcing workspace opens only for a session its own IdP vouched for.
-  select true,
-         s.last_seen_at < now() - interval '1 minute',
-         w.id, w.slug, w.role
-    into v_live, v_touch, workspace_id, workspace_slug, member_role
+  select s.user_id, s.last_seen_at < now() - interval '1 minute', w.id, w.slug, w.role
+    into user_id, v_touch, workspace_id, workspace_slug, member_role
   from cajex.sessions s
-  join cajex.users u on u.id = s.user_id and u.disabled_at is null
   left join lateral (
     select w.id, w.slug, m.role
     from cajex.workspaces w
     join cajex.memberships m on m.workspace_id = w.id and m.user_id = s.user_id
-    where (case when v_ref_id is null then w.slug = p_workspace else w.id = v_ref_id end)
+    where w.id = coalesce(v_ref_id, (select w2.id from cajex.workspaces w2 where w2.slug = p_workspace))
       and w.status = 'active'
       and m.status = 'active'
       and (not w.sso_enforced or s.sso_workspace_id = w.id)
-      -- The workspace's chosen standard sign-in methods (as in the view).
       and (s.auth_method not in ('google', 'apple', 'github', 'magic_link')
            or not exists (select from cajex.workspace_signin_methods sm
                           where sm.workspace_id = w.id and s.auth_method <> all (sm.methods)))
   ) w on p_workspace is not null
   where s.id = p_session_id
-    and s.user_id = p_user_id
+    and (p_token_hash is null or s.token_hash = p_token_hash)
+    and (p_user_id is null or s.user_id = p_user_id)
     and s.revoked_at is null
     and s.idle_expires_at > now()
     and s.absolute_expires_at > now();
-  if v_live is null then
-    -- No context at all; a workspace the user may not open only leaves the
-    -- workspace empty (not a member, not active, not there all look alike).
-    workspace_id := null;
-    workspace_slug := null;
-    member_role := null;
+  if user_id is null then
+    perform set_config('cajex.context', '', true);
     return;
   end if;
 
-  -- Slide the idle window, at most once a minute so that reads stay reads.
-  if v_touch then
+  -- Slide the idle window, at most once a minute, so that reads stay reads.
+  if p_touch and v_touch then
     update cajex.sessions s
     set last_seen_at = now(),
         idle_expires_at = least(now() + (s.idle_expires_at - s.last_seen_at), s.absolute_expires_at)
     where s.id = p_session_id;
   end if;
 
-  -- Each backend owns one row, updated in place (a HOT update: no index
-  -- change, pruned on the page) and inserted once per backend.
-  update cajex_private.active_contexts c
-  set opened_at = now(), user_id = p_user_id, session_id = p_session_id,
-      workspace_id = install_context.workspace_id, member_role = install_context.member_role,
-      actor = p_actor
-  where c.backend_pid = pg_backend_pid();
-  if not found then
-    insert into cajex_private.active_contexts
-      (backend_pid, opened_at, user_id, session_id, workspace_id, member_role, actor)
-    values (pg_backend_pid(), now(), p_user_id, p_session_id, install_context.workspace_id,
-            install_context.member_role, p_actor)
-    on conflict (backend_pid) do update
-      set opened_at = excluded.opened_at, user_id = excluded.user_id,
-          session_id = excluded.session_id, workspace_id = excluded.workspace_id,
-          member_role = excluded.member_role, actor = excluded.actor;
-  end if;
-  user_id := p_user_id;
+  perform cajex_private.seal_context(workspace_id, user_id, p_session_id, member_role, p_actor,
+                                     workspace_slug);
 end;
 $$;
-alter function cajex_private.install_context(uuid, uuid, text, text) owner to cajex_definer;
+alter function cajex_private.install_context(uuid, bytea, uuid, text, text, boolean)
+  owner to cajex_definer;
 
+-- The opener requests call: a browser's credential or a signed token, and the
+-- workspace (slug or id) to open. Returns one row: all null, and no context,
+-- for a bad credential or a dead session; a null workspace when the user may
+-- not open the one named. Any defect opens nothing and raises nothing.
 create or replace function cajex_private.open_context(
   p_token text,
   p_workspace text default null,
@@ -359,12 +330,23 @@ declare
   v_label text;
   c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
 begin
-  -- Any defect means no context: a row of nulls, no writes, no error to leak.
-  if p_token is null or octet_length(p_token) > 300 then
+  if p_token is null then
+    perform set_config('cajex.context', '', true);
     return;
   end if;
-  v_parts := string_to_array(p_token, '.');
-  if cardinality(v_parts) <> 6 or v_parts[1] <> 'v1' or v_parts[5] !~ '^[0-9]{1,11}$' then
+  v_parts := string_to_array(left(p_token, 400), '.');
+  -- A signed-in browser: its session and the cookie's secret.
+  if v_parts[1] = 'v2' and cardinality(v_parts) = 3 and v_parts[2] ~ c_uuid then
+    select * into workspace_id, workspace_slug, member_role, user_id
+    from cajex_private.install_context(v_parts[2]::uuid, sha256(convert_to(v_parts[3], 'UTF8')),
+                                       null, p_workspace, 'user', false);
+    return;
+  end if;
+
+  -- A signed token.
+  perform set_config('cajex.context', '', true);
+  if octet_length(p_token) > 300 or cardinality(v_parts) <> 6 or v_parts[1] <> 'v1'
+     or v_parts[5] !~ '^[0-9]{1,11}$' then
     return;
   end if;
   if v_parts[5]::bigint <= extract(epoch from now()) then
@@ -382,7 +364,7 @@ begin
       return;
     end if;
     select * into workspace_id, workspace_slug, member_role, user_id
-    from cajex_private.install_context(v_parts[3]::uuid, v_parts[4]::uuid, p_workspace, 'user');
+    from cajex_private.install_context(v_parts[4]::uuid, null, v_parts[3]::uuid, p_workspace, 'user', true);
   elsif v_parts[2] = 's' then
     v_label := v_parts[4];
     if v_parts[3] !~ c_uuid or v_label !~ '^[a-z0-9_:-]{1,64}$' then
@@ -398,31 +380,64 @@ begin
       return;
     end if;
     member_role := 'system';
-    insert into cajex_private.active_contexts as c
-      (backend_pid, opened_at, user_id, session_id, workspace_id, member_role, actor)
-    values (pg_backend_pid(), now(), null, null, open_context.workspace_id, 'system', 'job:' || v_label)
-    on conflict (backend_pid) do update
-      set opened_at = excluded.opened_at,
-          user_id = null,
-          session_id = null,
-          workspace_id = excluded.workspace_id,
-          member_role = 'system',
-          actor = excluded.actor;
+    perform cajex_private.seal_context(workspace_id, null, null, 'system', 'job:' || v_label,
+                                       workspace_slug);
   end if;
 end;
 $$;
 alter function cajex_private.open_context(text, text) owner to cajex_definer;
 comment on function cajex_private.open_context(text, text) is
-  'Verify a signed context token and open the context for this transaction. Returns '
-  'one row: all null (and no context) for a bad token or a dead session; a null '
-  'workspace when the user may not open the one named.';
+  'Check a browser''s session credential or a signed context token and seal the context '
+  'of this transaction. Returns one row: all null (and no context) for a bad credential '
+  'or a dead session; a null workspace when the user may not open the one named.';
+
+-- The claims of the JWT PostgREST verified for this request, when this is a
+-- session of its login (cajex_authenticator) acting as cajex_api: the user,
+-- the session and the workspace, as ids. Anything else (another login, the
+-- anonymous role, a claim missing or malformed) gives a row of nulls.
+create or replace function cajex_private.api_claims(
+  out user_id uuid,
+  out session_id uuid,
+  out workspace_id uuid
+)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_claims jsonb;
+  c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+begin
+  if session_user::text <> 'cajex_authenticator' then
+    return;
+  end if;
+  begin
+    v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+  exception when others then
+    return;
+  end;
+  if v_claims is null or jsonb_typeof(v_claims) <> 'object'
+     or coalesce(v_claims ->> 'role', '') <> 'cajex_api'
+     or coalesce(v_claims ->> 'sub', '') !~ c_uuid
+     or coalesce(v_claims ->> 'sid', '') !~ c_uuid
+     or coalesce(v_claims ->> 'workspace_id', '') !~ c_uuid then
+    return;
+  end if;
+  user_id := (v_claims ->> 'sub')::uuid;
+  session_id := (v_claims ->> 'sid')::uuid;
+  workspace_id := (v_claims ->> 'workspace_id')::uuid;
+end;
+$$;
 
 -- PostgREST: called by api.pre_request() as cajex_api at the start of every
--- request. The context needs nothing from it (the view checks the claims
--- itself); in a transaction that may write (POST, PATCH, DELETE) it slides
--- the session's idle window, as a browser request does, at most once a
--- minute. GET and HEAD run READ ONLY and leave the session as it is: their
--- JWT lives five minutes, and is minted from a browser session that slides.
+-- request, after PostgREST set the role and the verified claims. The claims
+-- count only in a session of cajex_authenticator, whose clients run no SQL of
+-- their own: the session must be live and the user's, and the claimed
+-- workspace open to them, as for a browser (actor 'api'). In a transaction
+-- that may write (POST, PATCH, DELETE) it also slides the session's idle
+-- window, at most once a minute; GET and HEAD run READ ONLY and leave the
+-- session as it is (their JWT lives five minutes, minted from a browser
+-- session that slides).
 create or replace function cajex_private.open_api_context()
 returns void
 language plpgsql
@@ -432,22 +447,14 @@ as $$
 declare
   v_claims record;
 begin
-  if current_setting('transaction_read_only') = 'on' then
-    return;
-  end if;
   select * into v_claims from cajex_private.api_claims();
   if v_claims.session_id is null then
+    perform set_config('cajex.context', '', true);
     return;
   end if;
-  update cajex.sessions s
-  set last_seen_at = now(),
-      idle_expires_at = least(now() + (s.idle_expires_at - s.last_seen_at), s.absolute_expires_at)
-  where s.id = v_claims.session_id
-    and s.user_id = v_claims.user_id
-    and s.revoked_at is null
-    and s.idle_expires_at > now()
-    and s.absolute_expires_at > now()
-    and s.last_seen_at < now() - interval '1 minute';
+  perform cajex_private.install_context(v_claims.session_id, null, v_claims.user_id,
+                                        v_claims.workspace_id::text, 'api',
+                                        current_setting('transaction_read_only') = 'off');
 end;
 $$;
 alter function cajex_private.open_api_context() owner to cajex_definer;

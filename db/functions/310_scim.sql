@@ -5,10 +5,10 @@
 
 --------------------------------------------------------------------------------
 -- Opening a SCIM request's context. Definer (cajex_definer): no context
--- exists yet, the token hash alone names the workspace. Installs the
--- active_contexts row exactly as open_context does for a job: role
--- 'system', no user, actor 'scim:<token id>'. A wrong, revoked or unknown
--- token, or a workspace that is not active, opens nothing (all nulls).
+-- exists yet, the token hash alone names the workspace. Seals the context
+-- as open_context does for a job: role 'system', no user, actor
+-- 'scim:<token id>'. A wrong, revoked or unknown token, or a workspace that
+-- is not active, opens nothing (all nulls).
 create or replace function cajex_private.open_scim_context(
   p_token_hash bytea,
   out workspace_id uuid,
@@ -22,6 +22,7 @@ as $$
 declare
   v_last timestamptz;
 begin
+  perform set_config('cajex.context', '', true);
   if p_token_hash is null or octet_length(p_token_hash) <> 32 then
     return;
   end if;
@@ -39,13 +40,8 @@ begin
     update cajex.scim_tokens t set last_used_at = now()
     where t.workspace_id = open_scim_context.workspace_id and t.id = open_scim_context.token_id;
   end if;
-  insert into cajex_private.active_contexts as c
-    (backend_pid, opened_at, user_id, session_id, workspace_id, member_role, actor)
-  values (pg_backend_pid(), now(), null, null, open_scim_context.workspace_id, 'system',
-          'scim:' || open_scim_context.token_id)
-  on conflict (backend_pid) do update
-    set opened_at = excluded.opened_at, user_id = null, session_id = null,
-        workspace_id = excluded.workspace_id, member_role = 'system', actor = excluded.actor;
+  perform cajex_private.seal_context(open_scim_context.workspace_id, null, null, 'system',
+                                     'scim:' || open_scim_context.token_id, workspace_slug);
 end;
 $$;
 alter function cajex_private.open_scim_context(bytea) owner to cajex_definer;

@@ -6,3 +6,7 @@
   on conflict (key_id) do update set secret = excluded.secret
   where cajex_private.context_keys.secret is distinct from excluded.secret;
 \endif
+
+-- The key that seals each transaction's context (db/functions/000_context.sql):
+-- made once, kept by later runs.
+select cajex_private.ensure_seal_key();

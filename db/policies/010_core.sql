@@ -13,9 +13,9 @@ drop policy if exists "the migration can manage context keys" on cajex_private.c
 create policy "the migration can manage context keys" on cajex_private.context_keys
   for all to cajex_owner using (true) with check (true);
 
-drop policy if exists "a backend can read its own context" on cajex_private.active_contexts;
-create policy "a backend can read its own context" on cajex_private.active_contexts
-  for select using (backend_pid = pg_backend_pid());
+drop policy if exists "the migration can manage the seal key" on cajex_private.seal_key;
+create policy "the migration can manage the seal key" on cajex_private.seal_key
+  for all to cajex_owner using (true) with check (true);
 
 --------------------------------------------------------------------------------
 -- Reference tables: readable by everyone who may log in.
@@ -208,12 +208,14 @@ grant execute on function
 grant execute on function cajex_private.open_context(text, text) to cajex_app;
 grant execute on function cajex_private.expect_context(uuid) to cajex_app;
 grant execute on function cajex_private.open_api_context() to cajex_api;
--- Every statement that reads a policy expands the context view, and with it
--- this reader of PostgREST's claims; outside the authenticator's sessions
--- it is never called, but executing a statement needs the right to.
-grant execute on function cajex_private.api_claims()
-  to cajex_app, cajex_api, cajex_anon, cajex_owner, cajex_definer;
-grant execute on function cajex_private.install_context(uuid, uuid, text, text) to cajex_definer;
+-- Only the openers (owned by cajex_definer) check claims, sessions and seal.
+revoke execute on function cajex_private.api_claims()
+  from cajex_app, cajex_api, cajex_anon, cajex_owner;
+grant execute on function cajex_private.api_claims() to cajex_definer;
+grant execute on function
+  cajex_private.install_context(uuid, bytea, uuid, text, text, boolean),
+  cajex_private.seal_context(uuid, uuid, uuid, text, text, text)
+  to cajex_definer;
 
 grant execute on function
   cajex.create_organisation(text),

@@ -148,11 +148,14 @@ FORGERIES = [
     "mismatched_session_token",
     "tampered_job_token",
     "made_up_settings",
-    "insert_active_context",
-    "update_active_context",
+    "made_up_seal",
+    "swapped_seal",
+    "replayed_seal",
     "write_context_key",
     "read_context_key",
+    "read_or_write_seal_key",
     "call_install_context",
+    "call_seal_context",
     "call_open_api_context",
     "set_role_api",
     "credential_for_wrong_slug",
@@ -165,22 +168,19 @@ def forge(
     """Apply one forgery on `conn` (inside a transaction); refusals are expected."""
     secret = world.secret
 
-    def settings_(credential, slug):
-        conn.execute(
-            "select set_config('cajex.context', %s, true), set_config('cajex.workspace', %s, true)",
-            (credential, slug),
-        )
-
     def open_(token, ref):
         savepointed(
             conn, "select * from cajex_private.open_context(%s, %s)", (token, ref)
         )
 
+    def seal(value):
+        conn.execute("select set_config('cajex.context', %s, true)", (value,))
+
     if kind == "tampered_credential":
         good = victim_user.token()
-        settings_(good[:-1] + ("A" if good[-1] != "A" else "B"), victim_ws.slug)
+        open_(good[:-1] + ("A" if good[-1] != "A" else "B"), victim_ws.slug)
     elif kind == "other_session_credential":
-        settings_(
+        open_(
             context.session_credential(victim_user.session_id, attacker.session_secret),
             victim_ws.slug,
         )
@@ -228,28 +228,38 @@ def forge(
             ("cajex.user_id", str(victim_user.id)),
             ("cajex.workspace", victim_ws.slug),
             ("cajex.role", "owner"),
+            ("cajex.context", victim_user.token()[:-1]),
             ("request.jwt.claims", claims),
             ("request.jwt.claim.workspace_id", str(victim_ws.id)),
         ]:
             conn.execute("select set_config(%s, %s, true)", (name, value))
-    elif kind == "insert_active_context":
-        assert (
-            savepointed(
-                conn,
-                "insert into cajex_private.active_contexts values"
-                " (pg_backend_pid(), now(), %s, %s, %s, 'owner', 'user')",
-                (victim_user.id, victim_user.session_id, victim_ws.id),
-            )
-            is None
+    elif kind == "made_up_seal":
+        fields = (
+            f"v3|{victim_ws.id}|{victim_user.id}|{victim_user.session_id}"
+            f"|owner|user|{victim_ws.slug}"
         )
-    elif kind == "update_active_context":
-        rows = savepointed(
-            conn,
-            "update cajex_private.active_contexts set workspace_id = %s, member_role = 'owner'"
-            " returning 1",
-            (victim_ws.id,),
-        )
-        assert not rows
+        seal(f"{fields}|{secrets.token_hex(32)}")
+    elif kind == "swapped_seal":
+        # The attacker's own, genuine seal, with the victim's workspace, role
+        # and slug put in its place.
+        open_(attacker.token(), attacker_ws.slug if attacker_ws is not None else None)
+        mine = conn.execute(
+            "select current_setting('cajex.context', true) as c"
+        ).fetchone()["c"]
+        if mine:
+            fields, _, mac = mine.rpartition("|")
+            parts = fields.split("|")
+            parts[1], parts[4], parts[6] = str(victim_ws.id), "owner", victim_ws.slug
+            seal("|".join(parts) + "|" + mac)
+    elif kind == "replayed_seal":
+        # The victim's genuine seal from an earlier transaction of another
+        # connection (a pooled connection the victim's request used).
+        with world.app_connection() as other:
+            with db.in_context(other, victim_user.token(), victim_ws.slug):
+                earlier = other.execute(
+                    "select current_setting('cajex.context') as c"
+                ).fetchone()["c"]
+        seal(earlier)
     elif kind == "write_context_key":
         mine = secrets.token_hex(32)
         assert (
@@ -277,12 +287,32 @@ def forge(
         assert (
             savepointed(conn, "select secret from cajex_private.context_keys") is None
         )
+    elif kind == "read_or_write_seal_key":
+        assert savepointed(conn, "select * from cajex_private.seal_key") is None
+        assert (
+            savepointed(
+                conn,
+                "update cajex_private.seal_key set inner_pad = %s, outer_pad = %s",
+                (b"6" * 64, b"\\" * 32),
+            )
+            is None
+        )
+        assert savepointed(conn, "select cajex_private.ensure_seal_key(true)") is None
     elif kind == "call_install_context":
         assert (
             savepointed(
                 conn,
-                "select * from cajex_private.install_context(%s, %s, %s, 'user')",
-                (victim_user.id, victim_user.session_id, victim_ws.slug),
+                "select * from cajex_private.install_context(%s, null, %s, %s, 'user', false)",
+                (victim_user.session_id, victim_user.id, victim_ws.slug),
+            )
+            is None
+        )
+    elif kind == "call_seal_context":
+        assert (
+            savepointed(
+                conn,
+                "select cajex_private.seal_context(%s, %s, %s, 'owner', 'user', %s)",
+                (victim_ws.id, victim_user.id, victim_user.session_id, victim_ws.slug),
             )
             is None
         )
@@ -310,7 +340,7 @@ def forge(
             is None
         )
     elif kind == "credential_for_wrong_slug":
-        settings_(attacker.token(), victim_ws.slug)
+        open_(attacker.token(), victim_ws.slug)
     else:  # pragma: no cover - the list above is the strategy
         raise AssertionError(kind)
 
@@ -550,7 +580,10 @@ def test_postgrest_reads_run_read_only_and_writes_slide_the_session(world, db_ur
             assert conn.execute("show transaction_read_only").fetchone() == {
                 "transaction_read_only": "on"
             }
-            assert conn.execute("select cajex.current_actor() as a").fetchone()["a"] == "api"
+            assert (
+                conn.execute("select cajex.current_actor() as a").fetchone()["a"]
+                == "api"
+            )
             names = [r["name"] for r in conn.execute("select name from api.projects")]
             assert names == ["Ours"]
     assert last_seen() == stale
@@ -616,7 +649,9 @@ def test_cannot_write_another_workspace_through_postgrest_rpc(world, dataset, db
                 )
                 is None
             )
-        made = conn.execute("select * from api.create_project('via postgrest')").fetchone()
+        made = conn.execute(
+            "select * from api.create_project('via postgrest')"
+        ).fetchone()
         assert made["workspace_id"] == a.ws.id
     row = world.admin.execute(
         "select name from cajex.projects where id = %s", (theirs,)
@@ -695,6 +730,63 @@ def test_cannot_open_a_context_with_quotes_or_escapes_in_its_parts(
         # The connection is unharmed: the genuine credential opens next.
         with db.in_context(conn, user.token(), victim.ws.slug) as opened:
             assert opened.workspace_id == victim.ws.id
+
+
+def test_a_seal_does_not_outlive_its_transaction_or_leave_its_backend(world):
+    """A genuine seal, set again in the connection's next transaction or on
+    another connection, opens nothing; in its own transaction it holds."""
+    ws = world.workspace(plan="team")
+    world.project(ws, name="Ours")
+    count = "select count(*) as n from cajex.projects"
+    with world.app_connection() as conn, world.app_connection() as other:
+        with db.in_context(conn, ws.owner.token(), ws.slug) as opened:
+            assert opened.workspace_id == ws.id
+            sealed = conn.execute(
+                "select current_setting('cajex.context') as c"
+            ).fetchone()["c"]
+            conn.execute("select set_config('cajex.context', %s, true)", (sealed,))
+            assert conn.execute(count).fetchone()["n"] == 1
+        for again in (conn, other):
+            with again.transaction():
+                again.execute("select set_config('cajex.context', %s, true)", (sealed,))
+                assert again.execute(count).fetchone()["n"] == 0
+                assert (
+                    again.execute("select cajex.current_user_id() as u").fetchone()["u"]
+                    is None
+                )
+            # Set for the whole session, it fares no better.
+            again.execute("select set_config('cajex.context', %s, false)", (sealed,))
+            assert again.execute(count).fetchone()["n"] == 0
+            again.rollback()
+
+
+def test_credentials_never_appear_in_statement_text(world):
+    """Another session of the same role reads every backend's current
+    statement in pg_stat_activity: a browser's session secret and a signed
+    token travel as bind parameters, so they are never there."""
+    ws = world.workspace(plan="team")
+    user = ws.owner
+    job_token = context.service_token(world.secret, ws.id, "text-check")
+    with world.app_connection() as conn, world.app_connection() as spy:
+        spy.autocommit = True
+        pid = conn.info.backend_pid
+        for token, ref in ((user.token(), ws.slug), (job_token, str(ws.id))):
+            with db.in_context(conn, token, ref) as opened:
+                assert opened.workspace_id == ws.id
+                text = spy.execute(
+                    "select query from pg_stat_activity where pid = %s", (pid,)
+                ).fetchone()["query"]
+                assert "open_context" in text
+                assert token not in text
+                assert token.rsplit(".", 1)[-1] not in text
+        opened, rows = db.commit_with(
+            conn, user.token(), ws.slug, "select 1 as one", expect=ws.id
+        )
+        assert opened.workspace_id == ws.id and rows == [{"one": 1}]
+        text = spy.execute(
+            "select query from pg_stat_activity where pid = %s", (pid,)
+        ).fetchone()["query"]
+        assert user.session_secret not in text
 
 
 def test_a_swallowed_database_error_commits_nothing(world):

@@ -15,7 +15,7 @@ declare
   v_ws uuid;
 begin
   execute 'reset role';
-  delete from cajex_private.active_contexts where backend_pid = pg_backend_pid();
+  perform set_config('cajex.context', '', true);
   execute 'set local role cajex_app';
   select workspace_id into v_ws from cajex_private.open_scim_context(sha256(convert_to(p_token, 'UTF8')));
   return v_ws;

@@ -3,7 +3,7 @@
 -- the idle window; each allow beside a deny from another workspace or user.
 begin;
 \ir helpers/setup.sql
-select plan(48);
+select plan(49);
 
 select tests.workspace('ann@a.test', 'alpha');
 select tests.workspace('bob@b.test', 'bravo');
@@ -45,19 +45,18 @@ select is(cajex_private.workspace_signin_methods('nowhere'),
 
 select cajex_private.create_session(tests.user('ann@a.test'), sha256('ann-secret'::bytea), 'magic_link')
   as ann_sid \gset
-select set_config('cajex.context', 'v2.' || :'ann_sid' || '.ann-secret', true);
-select set_config('cajex.workspace', 'alpha', true);
 set local role cajex_app;
-select is((select workspace_slug from cajex_private.context), 'alpha',
-  'a magic-link session opens a workspace that allows email links');
+select is((select workspace_slug from cajex_private.open_context('v2.' || :'ann_sid' || '.ann-secret', 'alpha')),
+  'alpha', 'a magic-link session opens a workspace that allows email links');
 select throws_ok($$ select cajex.set_signin_methods(array['github']) $$,
   'CXINV', null, 'an admin cannot leave out the method of their own session');
 reset role;
 update cajex.workspace_signin_methods set methods = array['github']
   where workspace_id = tests.workspace_id('alpha');
 set local role cajex_app;
-select is((select workspace_id from cajex_private.context), null,
-  'once alpha leaves email links out, that session opens it for nothing');
+select is((select workspace_id from cajex_private.open_context('v2.' || :'ann_sid' || '.ann-secret', 'alpha')),
+  null, 'once alpha leaves email links out, that session opens it for nothing');
+select is((select workspace_id from cajex_private.context), null, 'and no workspace is open');
 select is((select user_id from cajex_private.context), tests.user('ann@a.test'),
   'while the session itself stays signed in');
 reset role;

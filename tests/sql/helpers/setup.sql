@@ -90,7 +90,7 @@ end $$;
 create function tests.unbecome() returns void language plpgsql as $$
 begin
   execute 'reset role';
-  delete from cajex_private.active_contexts where backend_pid = pg_backend_pid();
+  perform set_config('cajex.context', '', true);
 end $$;
 
 grant execute on all functions in schema tests to public;
