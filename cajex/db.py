@@ -73,13 +73,28 @@ def make_pool(
     )
 
 
-#: The opening, prepared once per connection: the context's row and the
-#: role's permissions from the matrix.
-_OPEN = b"cajex_open_context"
-_OPEN_SQL = (
+#: The openings, each prepared once per connection: the context's row and
+#: the role's permissions from the matrix. A browser's credential goes to
+#: the view that checks it (cajex_private.browser_opening), through
+#: transaction-local settings that the same statement sets first and clears
+#: after; a signed token to cajex_private.open_context.
+_OPEN_BROWSER = (
+    b"cajex_open_browser",
+    b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id, "
+    + _PERMISSIONS.replace("c.member_role", "o.member_role").encode()
+    + b", set_config('cajex.context', coalesce(o.sealed, ''), true)"
+    b", set_config('cajex.credential', '', true)"
+    b" from (select set_config('cajex.credential', $1, true) as credential,"
+    b" set_config('cajex.workspace', coalesce($2, ''), true),"
+    b" set_config('cajex.context', '', true)) s"
+    b" left join lateral (select * from cajex_private.browser_opening o"
+    b" where s.credential is not null offset 0) o on true",
+)
+_OPEN_TOKEN = (
+    b"cajex_open_token",
     b"select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
     + _PERMISSIONS.encode()
-    + b" from cajex_private.open_context($1, $2) c"
+    + b" from cajex_private.open_context($1, $2) c",
 )
 _EXPECT_SQL = (
     b"select workspace_id, workspace_slug, role, user_id, permissions"
@@ -140,13 +155,15 @@ def _opening_steps(
     """BEGIN and the opening, as pipeline steps; prepares the opening on a
     connection that has not got it."""
     pgconn = conn.pgconn
+    name, text = _OPEN_BROWSER if token.startswith("v2.") else _OPEN_TOKEN
     params = [token.encode(), workspace.encode() if workspace is not None else None]
     steps = []
-    if not getattr(conn, "_cajex_open_prepared", False):
-        steps.append(lambda: pgconn.send_prepare(_OPEN, _OPEN_SQL, [_TEXT, _TEXT]))
-        conn._cajex_open_prepared = True
+    prepared = conn.__dict__.setdefault("_cajex_prepared", set())
+    if name not in prepared:
+        steps.append(lambda: pgconn.send_prepare(name, text, [_TEXT, _TEXT]))
+        prepared.add(name)
     steps.append(lambda: pgconn.send_query_params(b"BEGIN", None))
-    steps.append(lambda: pgconn.send_query_prepared(_OPEN, params))
+    steps.append(lambda: pgconn.send_query_prepared(name, params))
     return steps
 
 
@@ -158,15 +175,20 @@ def _open(conn: psycopg.Connection, token: str, workspace: str | None) -> tuple 
     except psycopg.errors.InvalidSqlStatementName:
         # psycopg deallocates every prepared statement after a rollback it
         # runs itself (ours included): prepare the opening again, once.
-        conn._cajex_open_prepared = False
+        conn._cajex_prepared = set()
         result = _pipeline(conn, _opening_steps(conn, token, workspace))[-1]
+    return _opened_row(conn, result)
+
+
+def _opened_row(conn: psycopg.Connection, result) -> tuple | None:
+    """An opening's or expect_context's row, typed; None when nothing opened."""
     if not result.ntuples or (
         result.get_value(0, 0) is None and result.get_value(0, 3) is None
     ):
         return None
     loader = Transformer.from_context(conn)
     loader.set_pgresult(result)
-    return loader.load_row(0, tuple)
+    return loader.load_row(0, tuple)[:5]
 
 
 def commit_with(
@@ -210,15 +232,12 @@ def commit_with(
     try:
         results = _pipeline(conn, steps())
     except psycopg.errors.InvalidSqlStatementName:
-        conn._cajex_open_prepared = False
+        conn._cajex_prepared = set()
         results = _pipeline(conn, steps())
     check, result = results[-3:-1]
-    loader = Transformer.from_context(conn)
-    loader.set_pgresult(check)
-    row = loader.load_row(0, tuple) if check.ntuples else None
-    if row is not None and row[0] is None and row[3] is None:
-        row = None
+    row = _opened_row(conn, check)
     opened = OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
+    loader = Transformer.from_context(conn)
     loader.set_pgresult(result)
     names = [result.fname(i).decode() for i in range(result.nfields)]
     rows = [

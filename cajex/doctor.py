@@ -18,10 +18,13 @@ APP_ROLES = (
     "cajex_authenticator",
     "cajex_anon",
 )
-#: The one view that must run with its owner's rights: it verifies the
-#: context by reading sessions, memberships and the signing key, which the
-#: request roles cannot (db/functions/000_context.sql).
-TRUSTED_VIEWS = ("cajex_private.context",)
+#: The views that must run with their owner's rights, because they read
+#: what the request roles cannot (db/functions/000_context.sql): the context,
+#: which checks its seal with the seal's key, and a browser's opening, which
+#: checks the session credential it is given against sessions and
+#: memberships and seals the result. Each answers only for the caller's own
+#: transaction.
+TRUSTED_VIEWS = ("cajex_private.context", "cajex_private.browser_opening")
 #: Platform tables that name a workspace but are keyed platform-wide on
 #: purpose, each with the reason. Only the key check skips them: they still
 #: need RLS forced, and no request role may read them.

@@ -39,6 +39,7 @@
 
 -- Earlier forms, with other arguments.
 drop function if exists cajex_private.install_context(uuid, uuid, text, text);
+drop function if exists cajex_private.install_context(uuid, bytea, uuid, text, text, boolean);
 
 --------------------------------------------------------------------------------
 -- The seal's key. Made once by the migration (db/lib/finish.sql); `cajex keys
@@ -146,6 +147,85 @@ as
 alter view cajex_private.context owner to cajex_definer;
 
 --------------------------------------------------------------------------------
+-- Whether a live session may open a workspace its user is an active member
+-- of: an SSO-enforcing workspace opens only for a session its own IdP vouched
+-- for, and a workspace that chose its standard sign-in methods only for a
+-- session made by one of them (sessions of other kinds, such as SSO, are
+-- governed by the first rule). `p_methods` is the workspace's choice, null
+-- when it made none. Every opener applies it; a plain expression, so the
+-- planner inlines it.
+create or replace function cajex_private.session_may_open(
+  p_auth_method text,
+  p_sso_workspace_id uuid,
+  p_workspace_id uuid,
+  p_sso_enforced boolean,
+  p_methods text[]
+)
+returns boolean
+language sql
+immutable
+as $$
+  select (not p_sso_enforced or p_sso_workspace_id = p_workspace_id)
+     and (p_auth_method not in ('google', 'apple', 'github', 'magic_link')
+          or p_methods is null or p_auth_method = any (p_methods))
+$$;
+
+--------------------------------------------------------------------------------
+-- A signed-in browser's opening: its credential, cajex.credential =
+-- 'v2.<session id>.<session secret>' (the secret is the cookie's; the
+-- database keeps only its SHA-256), and the workspace it asks for,
+-- cajex.workspace (a slug; empty for none), both set in the opening
+-- statement itself (cajex.db.in_context). One row when the session is live:
+-- the workspace when the user may open it (else nulls) and the sealed
+-- context to set; none otherwise. Anyone may set the settings; nobody can
+-- produce another session's secret, so the view only ever answers for the
+-- caller's own session.
+--
+-- A view, not a function: its plan is the opening statement's, prepared once
+-- per connection, where a function would set up its expressions again in
+-- every transaction. Owned by cajex_definer and not security_invoker: it
+-- reads sessions, memberships and the seal's key.
+create or replace view cajex_private.browser_opening
+with (security_barrier = true)
+as
+  select o.workspace_id, o.workspace_slug, o.member_role, o.user_id,
+         o.fields || '|' || encode(sha256(sk.outer_pad || sha256(sk.inner_pad || convert_to(o.fields, 'UTF8')
+           || int4send(pg_backend_pid()) || timestamptz_send(now()))), 'hex') as sealed
+  from (
+    select w.workspace_id, w.workspace_slug, w.member_role, s.user_id,
+           'v3|' || coalesce(w.workspace_id::text, '') || '|' || s.user_id || '|' || s.id
+             || '|' || coalesce(w.member_role, '') || '|user|' || coalesce(w.workspace_slug, '') as fields
+    -- The credential is parsed and hashed once (OFFSET 0 keeps this one-row
+    -- subquery from being flattened into the joins below).
+    from (select case when c.p[2] ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                      then c.p[2]::uuid end as session_id,
+                 sha256(convert_to(c.p[3], 'UTF8')) as token_hash,
+                 current_setting('cajex.workspace', true) as workspace_slug
+          from (select string_to_array(current_setting('cajex.credential', true), '.') as p) c
+          where cardinality(c.p) = 3 and c.p[1] = 'v2'
+          offset 0) k
+    join cajex.sessions s
+      on s.id = k.session_id
+     and s.token_hash = k.token_hash
+     and s.revoked_at is null
+     and s.idle_expires_at > now()
+     and s.absolute_expires_at > now()
+    left join lateral (
+      select w.id as workspace_id, w.slug as workspace_slug, m.role as member_role
+      from cajex.workspaces w
+      join cajex.memberships m
+        on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
+      left join cajex.workspace_signin_methods sm on sm.workspace_id = w.id
+      where w.slug = k.workspace_slug
+        and w.status = 'active'
+        and cajex_private.session_may_open(s.auth_method, s.sso_workspace_id, w.id, w.sso_enforced,
+                                           sm.methods)
+    ) w on true
+  ) o
+  cross join cajex_private.seal_key sk;
+alter view cajex_private.browser_opening owner to cajex_definer;
+
+--------------------------------------------------------------------------------
 -- Readers, for use inside functions. Policies read the view directly:
 -- `(select c.workspace_id from cajex_private.context c)` is expanded into the
 -- statement's plan, where a function call would cost a call and a plan check
@@ -232,19 +312,16 @@ comment on function cajex.current_actor() is
 -- Openers. Definer functions owned by cajex_definer (BYPASSRLS): they read
 -- sessions and memberships before any context exists.
 
--- A user's session, checked for a workspace (by slug, or by id) and sealed.
--- Shared by every way a user comes in; never called by a request. The
--- session must be live (and, for a browser, its secret must hash to the
--- stored hash); the workspace, when named, must be active, the user an
--- active member, an SSO-enforcing workspace opens only for a session its own
--- IdP vouched for, and a workspace that chose its standard sign-in methods
--- only for a session made by one of them. (A disabled user's sessions are
--- revoked when they are disabled: cajex_private.revoke_sessions_of_disabled_user.)
+-- A user's session that a signed token or PostgREST's claims vouched for,
+-- checked for a workspace (by slug, or by id) and sealed; never called by a
+-- request. The session must be live and the user's; the workspace, when
+-- named, active, the user an active member, and the session may open it
+-- (cajex_private.session_may_open). (A disabled user's sessions are revoked
+-- when they are disabled: cajex_private.revoke_sessions_of_disabled_user.)
 -- A live session with a workspace it may not open seals a user-only context;
--- a dead one clears the context.
+-- a dead one clears the context. A browser's opening is the view above.
 create or replace function cajex_private.install_context(
   p_session_id uuid,
-  p_token_hash bytea,
   p_user_id uuid,
   p_workspace text,
   p_actor text,
@@ -273,18 +350,16 @@ begin
   left join lateral (
     select w.id, w.slug, m.role
     from cajex.workspaces w
-    join cajex.memberships m on m.workspace_id = w.id and m.user_id = s.user_id
+    join cajex.memberships m
+      on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
+    left join cajex.workspace_signin_methods sm on sm.workspace_id = w.id
     where w.id = coalesce(v_ref_id, (select w2.id from cajex.workspaces w2 where w2.slug = p_workspace))
       and w.status = 'active'
-      and m.status = 'active'
-      and (not w.sso_enforced or s.sso_workspace_id = w.id)
-      and (s.auth_method not in ('google', 'apple', 'github', 'magic_link')
-           or not exists (select from cajex.workspace_signin_methods sm
-                          where sm.workspace_id = w.id and s.auth_method <> all (sm.methods)))
+      and cajex_private.session_may_open(s.auth_method, s.sso_workspace_id, w.id, w.sso_enforced,
+                                         sm.methods)
   ) w on p_workspace is not null
   where s.id = p_session_id
-    and (p_token_hash is null or s.token_hash = p_token_hash)
-    and (p_user_id is null or s.user_id = p_user_id)
+    and s.user_id = p_user_id
     and s.revoked_at is null
     and s.idle_expires_at > now()
     and s.absolute_expires_at > now();
@@ -305,7 +380,7 @@ begin
                                      workspace_slug);
 end;
 $$;
-alter function cajex_private.install_context(uuid, bytea, uuid, text, text, boolean)
+alter function cajex_private.install_context(uuid, uuid, text, text, boolean)
   owner to cajex_definer;
 
 -- The opener requests call: a browser's credential or a signed token, and the
@@ -328,23 +403,28 @@ declare
   v_parts text[];
   v_secret bytea;
   v_label text;
+  v_sealed text;
   c_uuid constant text := '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
 begin
   if p_token is null then
     perform set_config('cajex.context', '', true);
     return;
   end if;
-  v_parts := string_to_array(left(p_token, 400), '.');
-  -- A signed-in browser: its session and the cookie's secret.
-  if v_parts[1] = 'v2' and cardinality(v_parts) = 3 and v_parts[2] ~ c_uuid then
-    select * into workspace_id, workspace_slug, member_role, user_id
-    from cajex_private.install_context(v_parts[2]::uuid, sha256(convert_to(v_parts[3], 'UTF8')),
-                                       null, p_workspace, 'user', false);
+  perform set_config('cajex.context', '', true);
+  -- A signed-in browser, as cajex.db.in_context opens it.
+  if left(p_token, 3) = 'v2.' then
+    perform set_config('cajex.credential', p_token, true),
+            set_config('cajex.workspace', coalesce(p_workspace, ''), true);
+    select o.workspace_id, o.workspace_slug, o.member_role, o.user_id, o.sealed
+      into workspace_id, workspace_slug, member_role, user_id, v_sealed
+    from cajex_private.browser_opening o;
+    perform set_config('cajex.credential', '', true),
+            set_config('cajex.context', coalesce(v_sealed, ''), true);
     return;
   end if;
 
   -- A signed token.
-  perform set_config('cajex.context', '', true);
+  v_parts := string_to_array(p_token, '.');
   if octet_length(p_token) > 300 or cardinality(v_parts) <> 6 or v_parts[1] <> 'v1'
      or v_parts[5] !~ '^[0-9]{1,11}$' then
     return;
@@ -364,7 +444,7 @@ begin
       return;
     end if;
     select * into workspace_id, workspace_slug, member_role, user_id
-    from cajex_private.install_context(v_parts[4]::uuid, null, v_parts[3]::uuid, p_workspace, 'user', true);
+    from cajex_private.install_context(v_parts[4]::uuid, v_parts[3]::uuid, p_workspace, 'user', true);
   elsif v_parts[2] = 's' then
     v_label := v_parts[4];
     if v_parts[3] !~ c_uuid or v_label !~ '^[a-z0-9_:-]{1,64}$' then
@@ -452,7 +532,7 @@ begin
     perform set_config('cajex.context', '', true);
     return;
   end if;
-  perform cajex_private.install_context(v_claims.session_id, null, v_claims.user_id,
+  perform cajex_private.install_context(v_claims.session_id, v_claims.user_id,
                                         v_claims.workspace_id::text, 'api',
                                         current_setting('transaction_read_only') = 'off');
 end;

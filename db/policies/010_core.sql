@@ -213,9 +213,13 @@ revoke execute on function cajex_private.api_claims()
   from cajex_app, cajex_api, cajex_anon, cajex_owner;
 grant execute on function cajex_private.api_claims() to cajex_definer;
 grant execute on function
-  cajex_private.install_context(uuid, bytea, uuid, text, text, boolean),
+  cajex_private.install_context(uuid, uuid, text, text, boolean),
   cajex_private.seal_context(uuid, uuid, uuid, text, text, text)
   to cajex_definer;
+-- A browser's opening (the view checks the credential it was given).
+grant select on cajex_private.browser_opening to cajex_app;
+grant execute on function cajex_private.session_may_open(text, uuid, uuid, boolean, text[])
+  to cajex_app, cajex_api, cajex_definer;
 
 grant execute on function
   cajex.create_organisation(text),

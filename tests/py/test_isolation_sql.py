@@ -302,7 +302,7 @@ def forge(
         assert (
             savepointed(
                 conn,
-                "select * from cajex_private.install_context(%s, null, %s, %s, 'user', false)",
+                "select * from cajex_private.install_context(%s, %s, %s, 'user', false)",
                 (victim_user.session_id, victim_user.id, victim_ws.slug),
             )
             is None
@@ -776,7 +776,7 @@ def test_credentials_never_appear_in_statement_text(world):
                 text = spy.execute(
                     "select query from pg_stat_activity where pid = %s", (pid,)
                 ).fetchone()["query"]
-                assert "open_context" in text
+                assert "$1" in text
                 assert token not in text
                 assert token.rsplit(".", 1)[-1] not in text
         opened, rows = db.commit_with(

@@ -90,7 +90,7 @@ select throws_ok($$ select * from cajex_private.seal_key $$, '42501', null,
 select throws_ok($$ select cajex_private.seal_context(tests.workspace_id('alpha'), null, null, 'owner', 'user', 'alpha') $$,
   '42501', null, 'nor seal a context itself');
 select throws_ok($$ select * from cajex_private.install_context(
-    (select id from cajex.sessions limit 1), null, null, 'alpha', 'user', false) $$,
+    (select id from cajex.sessions limit 1), tests.user('ann@a.test'), 'alpha', 'user', false) $$,
   '42501', null, 'nor open a session without its secret');
 
 -- Revocation, removal and deletion take effect at the next opening.
