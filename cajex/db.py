@@ -82,7 +82,8 @@ _OPEN_BROWSER = (
     b"cajex_open_browser",
     b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id, "
     + _PERMISSIONS.replace("c.member_role", "o.member_role").encode()
-    + b", set_config('cajex.context', coalesce(o.sealed, ''), true)"
+    + b", o.stale"
+    b", set_config('cajex.context', coalesce(o.sealed, ''), true)"
     b", set_config('cajex.credential', '', true)"
     b" from (select set_config('cajex.credential', $1, true) as credential,"
     b" set_config('cajex.workspace', coalesce($2, ''), true),"
@@ -96,10 +97,13 @@ _OPEN_TOKEN = (
     + _PERMISSIONS.encode()
     + b" from cajex_private.open_context($1, $2) c",
 )
+_TOUCH = b"select cajex_private.touch_context_session()"
 _EXPECT_SQL = (
     b"select workspace_id, workspace_slug, role, user_id, permissions"
     b" from cajex_private.expect_context($1)"
 )
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+_INERROR = psycopg.pq.TransactionStatus.INERROR
 _TEXT = 25  # the text type's oid
 _UUID = 2950
 
@@ -126,16 +130,16 @@ def in_context(
     trips than one without; the credential travels as a bind parameter, never
     in the statement's text, which other sessions of the same role can read.
     """
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if conn.pgconn.transaction_status != _IDLE:
         raise RuntimeError("in_context() must start its own transaction")
     try:
-        row = _open(conn, token, workspace)
+        row, stale = _open(conn, token, workspace)
         yield OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
     except BaseException:
         _rollback(conn)
         raise
-    status = conn.info.transaction_status
-    if status == psycopg.pq.TransactionStatus.INERROR:
+    status = conn.pgconn.transaction_status
+    if status == _INERROR:
         # The body caught a database error and went on: PostgreSQL would
         # answer COMMIT with a silent ROLLBACK, and the caller would take
         # its writes for done.
@@ -145,7 +149,21 @@ def in_context(
         )
     # The body may have committed itself (a statement pipelined with its
     # COMMIT, cajex.ai.gateway), so no lock waits a round trip.
-    if status != psycopg.pq.TransactionStatus.IDLE:
+    if status == _IDLE:
+        return
+    if stale:
+        # A browser's session last seen over a minute ago: slide its idle
+        # window in the same round trip as COMMIT, so that the session's row
+        # is locked only while the server works.
+        pgconn = conn.pgconn
+        _pipeline(
+            conn,
+            [
+                lambda: pgconn.send_query_params(_TOUCH, None),
+                lambda: pgconn.send_query_params(b"COMMIT", None),
+            ],
+        )
+    else:
         _run(conn, b"COMMIT")
 
 
@@ -167,9 +185,12 @@ def _opening_steps(
     return steps
 
 
-def _open(conn: psycopg.Connection, token: str, workspace: str | None) -> tuple | None:
-    """Send BEGIN and the opening; the opening's row (typed), or None when
-    nothing opened."""
+def _open(
+    conn: psycopg.Connection, token: str, workspace: str | None
+) -> tuple[tuple | None, bool]:
+    """Send BEGIN and the opening: the opening's row (typed), or None when
+    nothing opened, and whether the browser's session wants its idle window
+    slid."""
     try:
         result = _pipeline(conn, _opening_steps(conn, token, workspace))[-1]
     except psycopg.errors.InvalidSqlStatementName:
@@ -177,7 +198,9 @@ def _open(conn: psycopg.Connection, token: str, workspace: str | None) -> tuple 
         # runs itself (ours included): prepare the opening again, once.
         conn._cajex_prepared = set()
         result = _pipeline(conn, _opening_steps(conn, token, workspace))[-1]
-    return _opened_row(conn, result)
+    row = _opened_row(conn, result)
+    stale = row is not None and result.nfields > 5 and result.get_value(0, 5) == b"t"
+    return row, stale
 
 
 def _opened_row(conn: psycopg.Connection, result) -> tuple | None:
@@ -210,7 +233,7 @@ def commit_with(
     that workspace (cajex_private.expect_context raises CXNCX). Returns what
     was opened and the query's rows; an error rolls back and is raised.
     """
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if conn.pgconn.transaction_status != _IDLE:
         raise RuntimeError("commit_with() must start its own transaction")
     pgconn = conn.pgconn
     statement = (
@@ -338,7 +361,7 @@ def _rollback(conn: psycopg.Connection) -> None:
     statements, ours included): nothing here changed the schema."""
     if (
         not conn.closed
-        and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        and conn.pgconn.transaction_status != _IDLE
     ):
         conn.pgconn.exec_(b"ROLLBACK")
 

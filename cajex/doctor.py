@@ -50,7 +50,6 @@ REVIEWED_ID_TAKERS = {
     "cajex_private.export_download_allowed": "needs the export's object key",
     "cajex_private.request_magic_link": "the workspace only brands the email",
     "cajex_private.signin_methods_required": "needs the session's secret",
-    "cajex_private.touch_session": "needs the session's secret",
     "cajex_private.sso_provision": "needs the job context of the connection's own workspace",
     "cajex_private.sso_logout": "needs the job context of the connection's own workspace",
 }

@@ -36,8 +36,11 @@ _SENSITIVE_KEYS = {
 
 
 def scrub_text(value: str) -> str:
-    value = _URL_USERINFO.sub("[userinfo]@", value)
-    return _SECRETISH.sub("[secret]", _EMAIL.sub("[email]", value))
+    # Addresses and URL credentials both need an "@": most values have none,
+    # and then one pass looks for everything else.
+    if "@" in value:
+        value = _EMAIL.sub("[email]", _URL_USERINFO.sub("[userinfo]@", value))
+    return _SECRETISH.sub("[secret]", value)
 
 
 def scrub(_logger, _method, event: dict) -> dict:

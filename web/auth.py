@@ -3,8 +3,9 @@
 The cookie (signed by Flask) holds the user id, the session id and the
 session secret. Whether the session is still alive is decided by the
 database on every request, when the request's context is opened
-(cajex_private.install_context): a revoked session opens nothing, in every
-process at once.
+(cajex_private.browser_opening): a revoked session opens nothing, in every
+process at once. The same opening says when the session was last seen, and
+the request slides its idle window at most once a minute (cajex.db.in_context).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import time
 import uuid
 
 from flask import Flask, abort, current_app, g, request, session
@@ -64,7 +64,6 @@ def unauthorized():
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     app.before_request(_check_csrf)
-    app.before_request(_slide_idle_window)
     app.jinja_env.globals["csrf_token"] = csrf_token
 
 
@@ -108,7 +107,6 @@ def start_session(conn, user_id, auth_method: str, **sso) -> str:
         session["last_workspace"] = last
     session["sid"] = str(row["id"])
     session["sk"] = secret
-    session["seen"] = int(time.time())
     login_user(User(id=str(user_id), session_id=str(row["id"])))
     return str(row["id"])
 
@@ -132,38 +130,6 @@ def session_limits() -> tuple[int, int]:
     idle = read("session_idle_minutes", "CAJEX_SESSION_IDLE_MINUTES", 480)
     absolute = read("session_max_hours", "CAJEX_SESSION_MAX_HOURS", 720) * 60
     return min(idle, absolute), absolute
-
-
-#: How often a browser's request slides its session's idle window.
-TOUCH_EVERY_SECONDS = 60
-
-
-def _slide_idle_window():
-    """Keep an active browser's session alive: at most once a minute per browser.
-
-    The context check each request makes is a pure read, so without this the
-    idle timeout would run from sign-in. The cookie remembers the last touch;
-    a dead session is not revived (cajex_private.touch_session refuses it)
-    and its next request is signed out as usual.
-    """
-    sid, secret = session.get("sid"), session.get("sk")
-    if not sid or not secret or request.endpoint == "static":
-        return None
-    now = int(time.time())
-    try:
-        seen = int(session.get("seen", 0))
-    except (TypeError, ValueError):
-        seen = 0
-    if now - seen < TOUCH_EVERY_SECONDS:
-        return None
-    try:
-        session_id = uuid.UUID(str(sid))
-    except ValueError:
-        return None
-    with current_app.extensions["cajex.pool"].connection() as conn:
-        conn.execute("select cajex_private.touch_session(%s, %s)", (session_id, secret))
-    session["seen"] = now
-    return None
 
 
 def refuse_sign_in_method(conn, slug: str):
@@ -216,10 +182,15 @@ def end_session(conn, reason: str = "sign_out") -> None:
 
 
 def user_token() -> str | None:
-    """The context credential of the signed-in browser, or None."""
-    if not current_user.is_authenticated or not session.get("sk"):
+    """The context credential of the signed-in browser, or None.
+
+    Read from the cookie's session as flask-login's user loader reads it
+    (load_user), without going through the current_user proxy.
+    """
+    sid, secret = session.get("sid"), session.get("sk")
+    if not sid or not secret or not session.get("_user_id"):
         return None
-    return context.session_credential(current_user.session_id, session["sk"])
+    return context.session_credential(sid, secret)
 
 
 def current_user_uuid() -> uuid.UUID | None:

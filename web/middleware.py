@@ -2,9 +2,9 @@
 context of that workspace, opened before its first query.
 
 `workspace_view` resolves the workspace from the URL, checks the signed-in
-user's membership and session (both inside open_context, in the same round
-trip as BEGIN), and hands the view a connection whose transaction is scoped
-to that workspace. A workspace the user is not in answers exactly like one
+user's membership and session (both in the opening, in the same round trip
+as BEGIN), and hands the view a connection whose transaction is scoped to
+that workspace. A workspace the user is not in answers exactly like one
 that does not exist.
 """
 
@@ -18,8 +18,8 @@ import uuid
 
 import structlog
 from cajex.web import auth
-from flask import Flask, abort, current_app, g, request
-from flask_login import current_user, logout_user
+from flask import Flask, abort, current_app, g, request, session
+from flask_login import logout_user
 
 from cajex import db, log, metrics
 from cajex.errors import AppError
@@ -39,6 +39,12 @@ def valid_slug(slug: str) -> bool:
     """
     return _SLUG.fullmatch(slug) is not None
 
+
+_SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("X-Frame-Options", "DENY"),
+)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -131,13 +137,13 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _finish(response):
-        response.headers["X-Request-Id"] = g.get("request_id", "")
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
-        response.headers["X-Frame-Options"] = "DENY"
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        # No view sets these, so they are added without looking for them.
+        headers.extend(_SECURITY_HEADERS)
+        headers.add("X-Request-Id", g.get("request_id", ""))
         if request.path.startswith(("/api/", "/w/")) or "/api/" in request.path:
-            response.headers.setdefault("Cache-Control", "no-store")
+            headers.setdefault("Cache-Control", "no-store")
         workspace = g.get("workspace")
         route = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
@@ -150,9 +156,8 @@ def init_app(app: Flask) -> None:
             status=response.status_code,
             duration_ms=round(elapsed * 1000, 2),
             workspace_id=str(workspace.workspace_id) if workspace else None,
-            user_id=current_user.get_id()
-            if current_user and current_user.is_authenticated
-            else None,
+            # As flask-login's loader reads it (cajex.web.auth.load_user).
+            user_id=session.get("_user_id") if session.get("sid") else None,
         )
         return response
 

@@ -176,8 +176,10 @@ $$;
 -- database keeps only its SHA-256), and the workspace it asks for,
 -- cajex.workspace (a slug; empty for none), both set in the opening
 -- statement itself (cajex.db.in_context). One row when the session is live:
--- the workspace when the user may open it (else nulls) and the sealed
--- context to set; none otherwise. Anyone may set the settings; nobody can
+-- the workspace when the user may open it (else nulls), the sealed context to
+-- set, and whether the session was last seen over a minute ago (the request
+-- then slides its idle window: cajex_private.touch_context_session); none
+-- otherwise. Anyone may set the settings; nobody can
 -- produce another session's secret, so the view only ever answers for the
 -- caller's own session.
 --
@@ -185,14 +187,16 @@ $$;
 -- per connection, where a function would set up its expressions again in
 -- every transaction. Owned by cajex_definer and not security_invoker: it
 -- reads sessions, memberships and the seal's key.
-create or replace view cajex_private.browser_opening
+drop view if exists cajex_private.browser_opening;
+create view cajex_private.browser_opening
 with (security_barrier = true)
 as
-  select o.workspace_id, o.workspace_slug, o.member_role, o.user_id,
+  select o.workspace_id, o.workspace_slug, o.member_role, o.user_id, o.stale,
          o.fields || '|' || encode(sha256(sk.outer_pad || sha256(sk.inner_pad || convert_to(o.fields, 'UTF8')
            || int4send(pg_backend_pid()) || timestamptz_send(now()))), 'hex') as sealed
   from (
     select w.workspace_id, w.workspace_slug, w.member_role, s.user_id,
+           s.last_seen_at < now() - interval '1 minute' as stale,
            'v3|' || coalesce(w.workspace_id::text, '') || '|' || s.user_id || '|' || s.id
              || '|' || coalesce(w.member_role, '') || '|user|' || coalesce(w.workspace_slug, '') as fields
     -- The credential is parsed and hashed once (OFFSET 0 keeps this one-row

@@ -333,23 +333,30 @@ end;
 $$;
 alter function cajex.end_all_my_sessions() owner to cajex_definer;
 
--- Slide a browser session's idle window: the request's context check is a
--- read (cajex_private.context writes nothing), so the web layer calls this
--- at most once a minute per browser. Only the holder of the session's
--- secret can keep it alive, and never past its absolute expiry; a revoked
--- or expired session stays dead. Returns whether the session was touched.
-create or replace function cajex_private.touch_session(p_session_id uuid, p_secret text)
+-- Slide the idle window of the session whose context this transaction
+-- opened: opening a browser's context is a read (cajex_private.browser_opening
+-- writes nothing), so cajex.db.in_context calls this just before COMMIT, in
+-- the same round trip, when the opening said the session was last seen over
+-- a minute ago. Only a context that a session's own credential opened can
+-- keep it alive, and never past its absolute expiry; a revoked or expired
+-- session stays dead. Returns whether the session was touched.
+drop function if exists cajex_private.touch_session(uuid, text);
+create or replace function cajex_private.touch_context_session()
 returns boolean
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+  v_session uuid := (select c.session_id from cajex_private.context c where c.actor = 'user');
 begin
+  if v_session is null then
+    return false;
+  end if;
   update cajex.sessions s
   set last_seen_at = now(),
       idle_expires_at = least(now() + (s.idle_expires_at - s.last_seen_at), s.absolute_expires_at)
-  where s.id = p_session_id
-    and s.token_hash = sha256(convert_to(coalesce(p_secret, ''), 'UTF8'))
+  where s.id = v_session
     and s.revoked_at is null
     and s.idle_expires_at > now()
     and s.absolute_expires_at > now()
@@ -357,7 +364,7 @@ begin
   return found;
 end;
 $$;
-alter function cajex_private.touch_session(uuid, text) owner to cajex_definer;
+alter function cajex_private.touch_context_session() owner to cajex_definer;
 
 -- Why a workspace did not open for this browser, when the reason is the
 -- workspace's chosen sign-in methods: the methods it allows, else null.

@@ -40,7 +40,7 @@ grant execute on function
   cajex_private.check_magic_link(bytea),
   cajex_private.consume_magic_link(bytea),
   cajex_private.workspace_signin_methods(text),
-  cajex_private.touch_session(uuid, text),
+  cajex_private.touch_context_session(),
   cajex_private.signin_methods_required(uuid, text, text)
   to cajex_app;
 -- Vouching for an identity is the sign-in pages' (cajex_signin): a request

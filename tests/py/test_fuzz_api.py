@@ -90,7 +90,10 @@ def test_random_requests_never_500_and_never_leak(scene, data, method, body, que
             )
     path = rule.rule
     for arg, value in values.items():
-        path = re.sub(rf"<(?:[a-z]+:)?{arg}>", value.replace("%", "%25") or "x", path)
+        # The segment goes in as it is: a replacement string would read its
+        # backslashes as escapes.
+        segment = value.replace("%", "%25") or "x"
+        path = re.sub(rf"<(?:[a-z]+:)?{arg}>", lambda _m, s=segment: s, path)
     response = scene["client"].open(
         path,
         method=method,

@@ -150,8 +150,6 @@ def test_activity_slides_the_idle_window_but_not_past_the_absolute_limit(world, 
         " absolute_expires_at = now() + interval '1 hour' where id = %s",
         (sid,),
     )
-    with client.session_transaction() as sess:
-        sess["seen"] = 0  # the browser's last touch was long ago
     assert signed_in(client)
     row = world.admin.execute(
         "select idle_expires_at > now() + interval '6 minutes' as slid,"
@@ -159,6 +157,31 @@ def test_activity_slides_the_idle_window_but_not_past_the_absolute_limit(world, 
         (sid,),
     ).fetchone()
     assert row["slid"] and row["bounded"]
+
+
+def test_activity_slides_the_session_without_rewriting_the_cookie(world, client):
+    """The idle window slides from the session's own last activity, kept by
+    the database: a client that never stores a new cookie stays signed in,
+    and no request sends one."""
+    user = world.user()
+    magic_sign_in(world, client, user.email)
+    sid = cookie_session(client)["sid"]
+    world.admin.execute(
+        "update cajex.sessions set last_seen_at = now() - interval '2 minutes',"
+        " idle_expires_at = now() + interval '5 minutes' where id = %s",
+        (sid,),
+    )
+    for _ in range(2):
+        response = client.get("/api/v1/me", headers=JSON)
+        assert response.status_code == 200
+        assert not response.headers.getlist("Set-Cookie")
+    row = world.admin.execute(
+        "select last_seen_at > now() - interval '10 seconds' as seen,"
+        " idle_expires_at > now() + interval '6 minutes' as slid"
+        " from cajex.sessions where id = %s",
+        (sid,),
+    ).fetchone()
+    assert row["seen"] and row["slid"]
 
 
 def test_a_dead_session_is_not_revived_by_activity(world, client):
@@ -170,8 +193,6 @@ def test_a_dead_session_is_not_revived_by_activity(world, client):
         " idle_expires_at = now() - interval '1 minute' where id = %s",
         (sid,),
     )
-    with client.session_transaction() as sess:
-        sess["seen"] = 0
     assert not signed_in(client)
     assert world.admin.execute(
         "select idle_expires_at < now() as dead from cajex.sessions where id = %s",

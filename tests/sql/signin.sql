@@ -3,7 +3,7 @@
 -- the idle window; each allow beside a deny from another workspace or user.
 begin;
 \ir helpers/setup.sql
-select plan(49);
+select plan(52);
 
 select tests.workspace('ann@a.test', 'alpha');
 select tests.workspace('bob@b.test', 'bravo');
@@ -135,9 +135,14 @@ update cajex.sessions set last_seen_at = now() - interval '5 minutes',
                           idle_expires_at = now() + interval '1 minute'
   where id = :'bob_sid';
 set local role cajex_app;
-select is(cajex_private.touch_session(:'bob_sid', 'not-the-secret'), false,
-  'only the holder of the secret keeps a session alive');
-select is(cajex_private.touch_session(:'bob_sid', 'bob-secret'), true, 'the holder does');
+select is(cajex_private.touch_context_session(), false,
+  'without a context no session is kept alive');
+select is((select workspace_slug from cajex_private.open_context('v2.' || :'bob_sid' || '.not-the-secret', null)),
+  null, 'nor with a context the wrong secret failed to open');
+select is(cajex_private.touch_context_session(), false, 'so nothing is touched');
+select is((select user_id from cajex_private.open_context('v2.' || :'bob_sid' || '.bob-secret', null)),
+  tests.user('bob@b.test'), 'the holder of the secret opens the session''s context');
+select is(cajex_private.touch_context_session(), true, 'which keeps the session alive');
 reset role;
 select ok((select idle_expires_at > now() + interval '1 minute' and idle_expires_at <= absolute_expires_at
              from cajex.sessions where id = :'bob_sid'),

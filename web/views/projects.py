@@ -77,7 +77,7 @@ def list_page(conn, limit: int, cursor: str | None) -> tuple[list[dict], str | N
 
 
 def _limit() -> int:
-    raw = request.args.get("limit", "20")
+    raw = request.args.get("limit", "20") if request.query_string else "20"
     # ASCII digits, few of them: str.isdigit() takes '²', which int() refuses.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not (
         1 <= int(raw) <= MAX_LIMIT
@@ -108,7 +108,8 @@ def _check_fields(data: dict) -> None:
 @bp.get("/api/v1/projects")
 @workspace_view("project.read")
 def api_list():
-    items, next_cursor = list_page(g.db, _limit(), request.args.get("cursor") or None)
+    cursor = request.args.get("cursor") if request.query_string else None
+    items, next_cursor = list_page(g.db, _limit(), cursor or None)
     return jsonify(items=[to_json(r) for r in items], next_cursor=next_cursor)
 
 
