@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 
 import psycopg
 from psycopg import generators
-from psycopg.adapt import Transformer
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -77,7 +78,13 @@ def make_pool(
 #: the role's permissions from the matrix. A browser's credential goes to
 #: the view that checks it (cajex_private.browser_opening), through
 #: transaction-local settings that the same statement sets first and clears
-#: after; a signed token to cajex_private.open_context.
+#: after; a signed token to cajex_private.open_context. With a third
+#: parameter, a workspace id, the statement fails (CXNCX) unless the context
+#: opened that workspace, so that nothing after it runs.
+_REFUSE = (
+    b", case when $3::uuid is not null and o.workspace_id is distinct from $3::uuid"
+    b" then cajex_private.refuse_context() end"
+)
 _OPEN_BROWSER = (
     b"cajex_open_browser",
     b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id, "
@@ -85,7 +92,8 @@ _OPEN_BROWSER = (
     + b", o.stale"
     b", set_config('cajex.context', coalesce(o.sealed, ''), true)"
     b", set_config('cajex.credential', '', true)"
-    b" from (select set_config('cajex.credential', $1, true) as credential,"
+    + _REFUSE
+    + b" from (select set_config('cajex.credential', $1, true) as credential,"
     b" set_config('cajex.workspace', coalesce($2, ''), true),"
     b" set_config('cajex.context', '', true)) s"
     b" left join lateral (select * from cajex_private.browser_opening o"
@@ -93,19 +101,16 @@ _OPEN_BROWSER = (
 )
 _OPEN_TOKEN = (
     b"cajex_open_token",
-    b"select c.workspace_id, c.workspace_slug, c.member_role as role, c.user_id, "
-    + _PERMISSIONS.encode()
-    + b" from cajex_private.open_context($1, $2) c",
-)
-_TOUCH = b"select cajex_private.touch_context_session()"
-_EXPECT_SQL = (
-    b"select workspace_id, workspace_slug, role, user_id, permissions"
-    b" from cajex_private.expect_context($1)"
+    b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id, "
+    + _PERMISSIONS.replace("c.member_role", "o.member_role").encode()
+    + _REFUSE
+    + b" from cajex_private.open_context($1, $2) o",
 )
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _INERROR = psycopg.pq.TransactionStatus.INERROR
 _TEXT = 25  # the text type's oid
 _UUID = 2950
+_TOUCH = b"select cajex_private.touch_context_session()"
 
 
 @contextlib.contextmanager
@@ -168,21 +173,42 @@ def in_context(
 
 
 def _opening_steps(
-    conn: psycopg.Connection, token: str, workspace: str | None
+    conn: psycopg.Connection,
+    token: str,
+    workspace: str | None,
+    expect: uuid.UUID | None = None,
 ) -> list[Callable[[], None]]:
     """BEGIN and the opening, as pipeline steps; prepares the opening on a
     connection that has not got it."""
     pgconn = conn.pgconn
     name, text = _OPEN_BROWSER if token.startswith("v2.") else _OPEN_TOKEN
-    params = [token.encode(), workspace.encode() if workspace is not None else None]
-    steps = []
+    params = [
+        token.encode(),
+        workspace.encode() if workspace is not None else None,
+        str(expect).encode() if expect is not None else None,
+    ]
+    _prepare(conn, name, text, [_TEXT, _TEXT, _UUID])
+    return [
+        lambda: pgconn.send_query_params(b"BEGIN", None),
+        lambda: pgconn.send_query_prepared(name, params),
+    ]
+
+
+def _prepare(conn: psycopg.Connection, name: bytes, text: bytes, types: list) -> None:
+    """Prepare a statement on this connection, once (a round trip the first
+    time). A statement of that name the server already has counts as
+    prepared: psycopg may have been told to forget it, the server not."""
     prepared = conn.__dict__.setdefault("_cajex_prepared", set())
-    if name not in prepared:
-        steps.append(lambda: pgconn.send_prepare(name, text, [_TEXT, _TEXT]))
-        prepared.add(name)
-    steps.append(lambda: pgconn.send_query_params(b"BEGIN", None))
-    steps.append(lambda: pgconn.send_query_prepared(name, params))
-    return steps
+    if name in prepared:
+        return
+    pgconn = conn.pgconn
+    pgconn.send_prepare(name, text, types)
+    result = conn.wait(generators.execute(pgconn))[-1]
+    if result.status != ExecStatus.COMMAND_OK and (
+        result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) != b"42P05"
+    ):
+        raise psycopg.errors.error_from_result(result, encoding=pgconn._encoding)
+    prepared.add(name)
 
 
 def _open(
@@ -204,7 +230,7 @@ def _open(
 
 
 def _opened_row(conn: psycopg.Connection, result) -> tuple | None:
-    """An opening's or expect_context's row, typed; None when nothing opened."""
+    """An opening's row, typed; None when nothing opened."""
     if not result.ntuples or (
         result.get_value(0, 0) is None and result.get_value(0, 3) is None
     ):
@@ -228,37 +254,39 @@ def commit_with(
 
     For short writes on a contended row (the AI budget's counter): the row
     lock is held only while the server works, and the transaction costs one
-    round trip instead of two. `params` are bound client-side by psycopg.
-    With `expect` (a workspace id), nothing runs unless the context opened
-    that workspace (cajex_private.expect_context raises CXNCX). Returns what
+    round trip instead of two. `query` takes its `params` as $1, $2, ...:
+    they are bound by the server, and the statement is prepared once per
+    connection. With `expect` (a workspace id), nothing runs unless the
+    context opened that workspace (the opening raises CXNCX). Returns what
     was opened and the query's rows; an error rolls back and is raised.
     """
     if conn.pgconn.transaction_status != _IDLE:
         raise RuntimeError("commit_with() must start its own transaction")
     pgconn = conn.pgconn
-    statement = (
-        psycopg.ClientCursor(conn).mogrify(query, params).encode(conn.info.encoding)
+    dumper = Transformer.from_context(conn)
+    values = dumper.dump_sequence(params, [PyFormat.AUTO] * len(params))
+    types, formats = list(dumper.types), list(dumper.formats)
+    text = query.encode()
+    name = (
+        b"cajex_q_"
+        + hashlib.sha256(text + repr(types).encode()).hexdigest()[:24].encode()
     )
 
     def steps():
-        out = _opening_steps(conn, token, workspace)
-        if expect is not None:
-            out.append(
-                lambda: pgconn.send_query_params(
-                    _EXPECT_SQL, [str(expect).encode()], [_UUID]
-                )
-            )
-        out.append(lambda: pgconn.send_query_params(statement, None))
-        out.append(lambda: pgconn.send_query_params(b"COMMIT", None))
-        return out
+        _prepare(conn, name, text, types)
+        return [
+            *_opening_steps(conn, token, workspace, expect),
+            lambda: pgconn.send_query_prepared(name, values, formats),
+            lambda: pgconn.send_query_params(b"COMMIT", None),
+        ]
 
     try:
         results = _pipeline(conn, steps())
     except psycopg.errors.InvalidSqlStatementName:
         conn._cajex_prepared = set()
         results = _pipeline(conn, steps())
-    check, result = results[-3:-1]
-    row = _opened_row(conn, check)
+    opening, result = results[-3], results[-2]
+    row = _opened_row(conn, opening)
     opened = OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
     loader = Transformer.from_context(conn)
     loader.set_pgresult(result)
@@ -359,10 +387,7 @@ def _run(conn: psycopg.Connection, command: bytes):
 def _rollback(conn: psycopg.Connection) -> None:
     """ROLLBACK without psycopg's reaction to it (deallocating all prepared
     statements, ours included): nothing here changed the schema."""
-    if (
-        not conn.closed
-        and conn.pgconn.transaction_status != _IDLE
-    ):
+    if not conn.closed and conn.pgconn.transaction_status != _IDLE:
         conn.pgconn.exec_(b"ROLLBACK")
 
 

@@ -23,8 +23,13 @@ APP_ROLES = (
 #: which checks its seal with the seal's key, and a browser's opening, which
 #: checks the session credential it is given against sessions and
 #: memberships and seals the result. Each answers only for the caller's own
-#: transaction.
-TRUSTED_VIEWS = ("cajex_private.context", "cajex_private.browser_opening")
+#: transaction. And the open workspace's AI terms, which read its billing
+#: row for the AI functions (only cajex_owner, their owner, may read it).
+TRUSTED_VIEWS = (
+    "cajex_private.context",
+    "cajex_private.browser_opening",
+    "cajex_private.context_ai_terms",
+)
 #: Platform tables that name a workspace but are keyed platform-wide on
 #: purpose, each with the reason. Only the key check skips them: they still
 #: need RLS forced, and no request role may read them.

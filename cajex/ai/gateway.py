@@ -194,7 +194,7 @@ class Gateway:
         workspace_id = scope.workspace_id
         row = _one(
             scope,
-            "select * from cajex_private.ai_reserve(%s, %s)",
+            "select * from cajex_private.ai_reserve($1, $2)",
             (task, estimate_input_tokens(system, prompt)),
         )
         status = row["status"]
@@ -323,7 +323,7 @@ class Gateway:
     ) -> tuple[int, int]:
         row = _one(
             scope,
-            "select * from cajex_private.ai_settle(%s, %s, %s, %s, %s)",
+            "select * from cajex_private.ai_settle($1, $2, $3, $4, $5)",
             (reservation, model, input_tokens, output_tokens, failed),
         )
         return (int(row["input_tokens"]), int(row["output_tokens"])) if row else (0, 0)

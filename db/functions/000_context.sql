@@ -249,27 +249,20 @@ $$;
 comment on function cajex.current_workspace_id() is
   'The workspace of the verified context of this transaction, or null.';
 
--- The check of a transaction sent whole, in one message (cajex.db.commit_with):
--- the context's row, as the check of cajex.db.in_context reads it, when the
--- context opens the workspace the request resolved; otherwise an error, so
--- that the statements after it in the message never run. (The workspace was
--- resolved from its slug earlier in the request; a session signed out or a
--- member removed meanwhile, or a slug that changed hands, opens nothing.)
-create or replace function cajex_private.expect_context(p_workspace_id uuid)
-returns table (workspace_id uuid, workspace_slug text, role text, user_id uuid, permissions text[])
+-- The refusal of a transaction sent whole, in one round trip
+-- (cajex.db.commit_with): its opening calls this when the context did not
+-- open the workspace the request had resolved, so that the statements after
+-- it never run. (The workspace was resolved from its slug earlier in the
+-- request; a session signed out or a member removed meanwhile, or a slug
+-- that changed hands, opens nothing.)
+drop function if exists cajex_private.expect_context(uuid);
+create or replace function cajex_private.refuse_context()
+returns void
 language plpgsql
-stable
 as $$
 begin
-  return query
-    select c.workspace_id, c.workspace_slug, c.member_role, c.user_id,
-           array(select rp.permission from cajex.role_permissions rp where rp.role = c.member_role)
-    from cajex_private.context c
-    where c.workspace_id = p_workspace_id;
-  if not found then
-    raise exception 'this request''s workspace is not open for its credential'
-      using errcode = 'CXNCX', hint = 'Sign in again and reopen the workspace.';
-  end if;
+  raise exception 'this request''s workspace is not open for its credential'
+    using errcode = 'CXNCX', hint = 'Sign in again and reopen the workspace.';
 end;
 $$;
 
@@ -604,11 +597,28 @@ begin
                  where rp.role = c.member_role and rp.permission = p_permission)
     into v_workspace, v_allowed
   from cajex_private.context c;
-  if v_workspace is null then
+  perform cajex_private.check_permission(v_workspace, v_allowed, p_permission);
+end;
+$$;
+
+-- The refusals of require_permission, for a function that read the context
+-- and the permission in a statement of its own (the AI budget's, which reads
+-- everything it decides on at once): no workspace open, CXNCX; the role may
+-- not, CXFBD.
+create or replace function cajex_private.check_permission(
+  p_workspace_id uuid,
+  p_allowed boolean,
+  p_permission text
+)
+returns void
+language plpgsql
+as $$
+begin
+  if p_workspace_id is null then
     raise exception 'no workspace is open for this request'
       using errcode = 'CXNCX', hint = 'Open a workspace context before calling this function.';
   end if;
-  if not v_allowed then
+  if not coalesce(p_allowed, false) then
     raise exception 'your role may not %', p_permission
       using errcode = 'CXFBD', detail = p_permission,
         hint = 'Ask an owner or admin of this workspace.';

@@ -80,7 +80,7 @@ create trigger memberships_count_seats
 --------------------------------------------------------------------------------
 -- Gates. Limited: the grace period after a failed payment is over. Checked
 -- by cajex_private.require_seat, cajex.workspace_has_feature('ai') and
--- cajex_private.ai_plan_terms, so every path that adds a seat or spends AI
+-- cajex_private.context_ai_terms, so every path that adds a seat or spends AI
 -- tokens agrees. The billing row is for billing readers only, so a member's
 -- call reads it here, as cajex_definer, and only the open workspace's.
 drop function if exists cajex_private.billing_limited(uuid);

@@ -154,31 +154,26 @@ $$;
 
 drop function if exists cajex_private.ai_period_limit(bigint);
 
--- What the plan says about AI: whether it includes AI at all (the test of
--- cajex.workspace_has_feature('ai'): the plan's features, and no payment
--- limit), and its token quota per calendar month (cajex.plans.ai_monthly_tokens
--- from billing; null when the plan sets none). Owned by cajex_definer, like
--- cajex_private.context_billing_limited: a member's reservation must see the
--- billing row, which only billing readers may read. It reads the open
--- workspace's rows only, and reads the context once.
-create or replace function cajex_private.ai_plan_terms(out allows_ai boolean, out monthly_tokens bigint)
-language plpgsql
-stable
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  select 'ai' = any (p.features) and not coalesce(b.grace_until <= now(), false),
-         p.ai_monthly_tokens
-    into allows_ai, monthly_tokens
+-- What the plan says about AI, for the open workspace: whether it includes AI
+-- at all (the test of cajex.workspace_has_feature('ai'): the plan's features,
+-- and no payment limit), and its token quota per calendar month
+-- (cajex.plans.ai_monthly_tokens from billing; null when the plan sets none).
+-- A view owned by cajex_definer, like cajex_private.context_billing_limited:
+-- a member's reservation must see the billing row, which only billing
+-- readers may read. It reads the open workspace's rows only, and only the
+-- AI functions (owned by cajex_owner) may read it; they expand it into their
+-- own statements instead of calling a function.
+drop function if exists cajex_private.ai_plan_terms();
+create or replace view cajex_private.context_ai_terms
+with (security_barrier = true)
+as
+  select 'ai' = any (p.features) and not coalesce(b.grace_until <= now(), false) as allows_ai,
+         p.ai_monthly_tokens as monthly_tokens
   from cajex.workspaces w
   join cajex.plans p on p.code = w.plan
   left join cajex.workspace_billing b on b.workspace_id = w.id
   where w.id = (select c.workspace_id from cajex_private.context c);
-  allows_ai := coalesce(allows_ai, false);
-end;
-$$;
-alter function cajex_private.ai_plan_terms() owner to cajex_definer;
+alter view cajex_private.context_ai_terms owner to cajex_definer;
 
 create or replace function cajex_private.ai_period_start(p_period text)
 returns date
@@ -193,11 +188,11 @@ $$;
 -- monthly quota when the period is the month. A daily budget is checked
 -- against the plan's month separately (scope 'plan'), so thirty days of a
 -- daily budget can never pass the plan's month either.
+-- A plain expression, without a set clause, so that the planner inlines it.
 create or replace function cajex_private.ai_own_limit(p_budget bigint, p_period text, p_monthly bigint)
 returns bigint
 language sql
 immutable
-set search_path = pg_catalog, pg_temp
 as $$
   select case when p_period = 'month' and p_monthly is not null then least(p_budget, p_monthly)
               else p_budget end;
@@ -300,9 +295,23 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_ws uuid := (select c.workspace_id from cajex_private.context c);
-  v_set cajex.ai_settings;
-  v_plan record;
+  v_ws uuid;
+  v_may boolean;
+  v_allows boolean;
+  v_monthly bigint;
+  v_enabled boolean;
+  v_provider text;
+  v_model text;
+  v_base_url text;
+  v_api_key bytea;
+  v_max_output integer;
+  v_timeout integer;
+  v_budget bigint;
+  v_period text;
+  v_task_budgets jsonb;
+  v_stale_waits boolean;
+  v_data_key bytea;
+  v_data_key_master text;
   v_start date;
   v_month date;
   v_limit bigint;
@@ -316,28 +325,50 @@ declare
   v_refused boolean := false;
   v_stale cajex.ai_reservations;
 begin
-  perform cajex_private.require_permission('ai.use');
+  -- One read for everything the decision needs: the context and the
+  -- member's right to use AI, the plan's terms, the settings, whether
+  -- reservations of dead calls wait to be released, and the data key that
+  -- opens the sealed API key (the version its ciphertext's header names), so
+  -- that the gateway needs no other round trip and this transaction can
+  -- commit with the statement.
+  select c.workspace_id,
+         exists (select from cajex.role_permissions rp
+                 where rp.role = c.member_role and rp.permission = 'ai.use'),
+         coalesce(t.allows_ai, false), t.monthly_tokens,
+         s.enabled, s.provider, s.model, s.base_url, s.api_key, s.max_output_tokens,
+         s.timeout_seconds, s.budget_tokens, s.budget_period, s.task_budgets,
+         exists (select from cajex.ai_reservations r
+                 where r.workspace_id = c.workspace_id
+                   and r.created_at < now() - interval '11 minutes'),
+         k.wrapped_key, k.master_key_id
+    into v_ws, v_may, v_allows, v_monthly, v_enabled, v_provider, v_model, v_base_url,
+         v_api_key, v_max_output, v_timeout, v_budget, v_period, v_task_budgets,
+         v_stale_waits, v_data_key, v_data_key_master
+  from cajex_private.context c
+  left join cajex_private.context_ai_terms t on true
+  left join cajex.ai_settings s on s.workspace_id = c.workspace_id
+  left join cajex.workspace_keys k
+    on k.workspace_id = c.workspace_id and int4send(k.version) = substring(s.api_key from 2 for 4);
+  perform cajex_private.check_permission(v_ws, v_may, 'ai.use');
   if p_task is null or p_task !~ '^[a-z_]{1,40}$' then
     raise exception 'a task name has 1 to 40 letters a-z or _' using errcode = 'CXINV', detail = 'task';
   end if;
   if p_tokens is null or p_tokens not between 1 and 10000000 then
     raise exception 'a reservation is 1 to 10^7 tokens' using errcode = 'CXINV', detail = 'tokens';
   end if;
-  select * into v_plan from cajex_private.ai_plan_terms();
-  if not v_plan.allows_ai then
+  if not v_allows then
     return query select 'plan'::text, null::uuid, null::text, null::text, null::text, null::bytea,
       null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint,
       null::bytea, null::text;
     return;
   end if;
-  select * into v_set from cajex.ai_settings s where s.workspace_id = v_ws;
-  if not found or not v_set.enabled then
+  if not coalesce(v_enabled, false) then
     return query select 'off'::text, null::uuid, null::text, null::text, null::text, null::bytea,
       null::integer, null::integer, null::text, null::date, null::bigint, null::bigint, null::bigint,
       null::bytea, null::text;
     return;
   end if;
-  if v_set.api_key is null then
+  if v_api_key is null then
     return query select 'unconfigured'::text, null::uuid, null::text, null::text, null::text,
       null::bytea, null::integer, null::integer, null::text, null::date, null::bigint, null::bigint,
       null::bigint, null::bytea, null::text;
@@ -348,8 +379,7 @@ begin
   -- mid-call): a reservation older than the longest provider timeout (600
   -- seconds) plus a margin can belong to no call in flight. Recorded as a
   -- failed request; a late settlement finds nothing and does nothing.
-  if exists (select from cajex.ai_reservations r
-             where r.workspace_id = v_ws and r.created_at < now() - interval '11 minutes') then
+  if v_stale_waits then
     for v_stale in
       delete from cajex.ai_reservations r
       where r.workspace_id = v_ws and r.created_at < now() - interval '11 minutes'
@@ -362,19 +392,19 @@ begin
               and (c.scope = 'all' or (v_stale.task_scoped and c.scope = 'task:' || v_stale.task)))
           or (c.scope = 'plan' and c.period_start = v_stale.plan_month));
       insert into cajex.ai_usage as u (workspace_id, day, model, task, failed_requests)
-      values (v_ws, (now() at time zone 'utc')::date, v_set.model, v_stale.task, 1)
+      values (v_ws, (now() at time zone 'utc')::date, v_model, v_stale.task, 1)
       -- By name: the result columns model and task would make the list ambiguous.
       on conflict on constraint ai_usage_pkey do update
         set failed_requests = u.failed_requests + 1;
     end loop;
   end if;
 
-  p_tokens := p_tokens + v_set.max_output_tokens;
-  v_start := date_trunc(v_set.budget_period, now() at time zone 'utc')::date;
+  p_tokens := p_tokens + v_max_output;
+  v_start := date_trunc(v_period, now() at time zone 'utc')::date;
   v_month := date_trunc('month', now() at time zone 'utc')::date;
-  v_limit := cajex_private.ai_own_limit(v_set.budget_tokens, v_set.budget_period, v_plan.monthly_tokens);
-  v_task_limit := (v_set.task_budgets ->> p_task)::bigint;
-  v_plan_scoped := v_set.budget_period = 'day' and v_plan.monthly_tokens is not null;
+  v_limit := cajex_private.ai_own_limit(v_budget, v_period, v_monthly);
+  v_task_limit := (v_task_budgets ->> p_task)::bigint;
+  v_plan_scoped := v_period = 'day' and v_monthly is not null;
 
   insert into cajex.ai_reservations (workspace_id, id, period_start, task, task_scoped,
                                      plan_month, tokens)
@@ -390,7 +420,7 @@ begin
   for v_scope, v_scope_limit, v_scope_start in
     select x.scope, x.lim, x.start from (values
       (1, 'task:' || p_task, v_task_limit, v_start),
-      (2, 'plan', case when v_plan_scoped then v_plan.monthly_tokens end, v_month),
+      (2, 'plan', case when v_plan_scoped then v_monthly end, v_month),
       (3, 'all', v_limit, v_start)) x (n, scope, lim, start)
     where x.lim is not null order by x.n
   loop
@@ -425,27 +455,20 @@ begin
     delete from cajex.ai_reservations r where r.workspace_id = v_ws and r.id = v_id;
     if v_scope in ('all', 'plan') then
       perform cajex_private.ai_notify_budget_spent(
-        v_scope, v_scope_start, case when v_scope = 'plan' then 'month' else v_set.budget_period end,
+        v_scope, v_scope_start, case when v_scope = 'plan' then 'month' else v_period end,
         v_scope_limit);
     end if;
     select c.used_tokens into v_used from cajex.ai_budget_counters c
     where c.workspace_id = v_ws and c.period_start = v_scope_start and c.scope = v_scope;
     return query select 'budget'::text, null::uuid, null::text, null::text, null::text, null::bytea,
       null::integer, null::integer,
-      case when v_scope = 'plan' then 'month' else v_set.budget_period end,
+      case when v_scope = 'plan' then 'month' else v_period end,
       v_scope_start, v_scope_limit, coalesce(v_used, 0), p_tokens, null::bytea, null::text;
     return;
   end if;
 
-  -- With the sealed key goes its (wrapped) data key, the version named in
-  -- the ciphertext's header, so the gateway opens the key without another
-  -- round trip and this transaction can commit with the statement.
-  return query select 'ok'::text, v_id, v_set.provider, v_set.model, v_set.base_url, v_set.api_key,
-    v_set.max_output_tokens, v_set.timeout_seconds, v_set.budget_period, v_start, v_limit, v_used,
-    p_tokens, k.wrapped_key, k.master_key_id
-  from (select) one
-  left join cajex.workspace_keys k
-    on k.workspace_id = v_ws and int4send(k.version) = substring(v_set.api_key from 2 for 4);
+  return query select 'ok'::text, v_id, v_provider, v_model, v_base_url, v_api_key, v_max_output,
+    v_timeout, v_period, v_start, v_limit, v_used, p_tokens, v_data_key, v_data_key_master;
 end;
 $$;
 
@@ -468,12 +491,18 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  v_ws uuid := (select c.workspace_id from cajex_private.context c);
+  v_ws uuid;
+  v_may boolean;
   v_res cajex.ai_reservations;
   v_in bigint;
   v_out bigint;
 begin
-  perform cajex_private.require_permission('ai.use');
+  select c.workspace_id,
+         exists (select from cajex.role_permissions rp
+                 where rp.role = c.member_role and rp.permission = 'ai.use')
+    into v_ws, v_may
+  from cajex_private.context c;
+  perform cajex_private.check_permission(v_ws, v_may, 'ai.use');
   delete from cajex.ai_reservations r where r.workspace_id = v_ws and r.id = p_reservation_id
   returning * into v_res;
   if not found then
@@ -523,7 +552,8 @@ declare
   v_plan_used bigint;
 begin
   perform cajex_private.require_permission('ai.use');
-  select * into v_plan from cajex_private.ai_plan_terms();
+  select coalesce(t.allows_ai, false) as allows_ai, t.monthly_tokens into v_plan
+  from (select) one left join cajex_private.context_ai_terms t on true;
   select * into v_set from cajex.ai_settings s where s.workspace_id = v_ws;
   if not found then
     return jsonb_build_object('plan_allows', v_plan.allows_ai, 'enabled', false,

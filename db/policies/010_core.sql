@@ -206,7 +206,8 @@ grant execute on function
   cajex.current_actor(), cajex.has_permission(text)
   to cajex_app, cajex_api, cajex_definer;
 grant execute on function cajex_private.open_context(text, text) to cajex_app;
-grant execute on function cajex_private.expect_context(uuid) to cajex_app;
+grant execute on function cajex_private.refuse_context() to cajex_app;
+grant execute on function cajex_private.check_permission(uuid, boolean, text) to cajex_owner, cajex_definer;
 grant execute on function cajex_private.open_api_context() to cajex_api;
 -- Only the openers (owned by cajex_definer) check claims, sessions and seal.
 revoke execute on function cajex_private.api_claims()

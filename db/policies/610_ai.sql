@@ -79,6 +79,6 @@ grant execute on function
   cajex_private.ai_settle(uuid, text, bigint, bigint, boolean)
   to cajex_app;
 
--- Owned by cajex_definer (it reads the billing row); called by ai_reserve and
+-- Owned by cajex_definer (it reads the billing row); read by ai_reserve and
 -- ai_status, which run as cajex_owner.
-grant execute on function cajex_private.ai_plan_terms() to cajex_owner;
+grant select on cajex_private.context_ai_terms to cajex_owner;

@@ -437,7 +437,7 @@ def test_a_reservation_that_never_settled_is_released_by_the_next_call(world, ma
     # A late settlement of the released reservation does nothing.
     assert (
         scope.commit_with(
-            "select * from cajex_private.ai_settle(%s, 'm', 1, 1, false)", (stale,)
+            "select * from cajex_private.ai_settle($1, 'm', 1, 1, false)", (stale,)
         )
         == []
     )

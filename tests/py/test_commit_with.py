@@ -10,7 +10,7 @@ import pytest
 
 from cajex import context, db
 
-CREATE = "select id, name from cajex.create_project(%s, '', '{}', 'active')"
+CREATE = "select id, name from cajex.create_project($1, '', '{}', 'active')"
 
 
 def names(world, ws) -> list[str]:
