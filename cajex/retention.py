@@ -24,19 +24,22 @@ from cajex import log
 _logger = log.get("cajex.retention")
 
 DEFAULT_DAYS = 30
-#: Rows per committed purge batch: small enough for short locks, large
-#: enough that the per-batch round trip is noise.
-BATCH = 5000
+#: Rows per committed purge batch: small enough for short locks (a batch
+#: takes about 10 ms), large enough that the per-batch round trip and checks
+#: are noise.
+BATCH = 20000
 #: After each batch the purge rests this many times as long as the batch
-#: took, so a purge uses at most half of a core's time and other
-#: workspaces' queries keep their latency (bench/purge.py measures both).
-PACE = 1.0
+#: took, so a purge leaves a fifth of its core to other workspaces' queries
+#: (bench/purge.py measures both their latency and the purge's speed; on two
+#: cores a longer rest bought the neighbours nothing measurable and halved
+#: the purge's speed).
+PACE = 0.25
 #: A physical walk (cajex_private.purge_pages) starts with ranges of this
 #: many pages, then sizes each range to hold about BATCH rows of the
 #: workspace, growing across pages that hold none, up to WALK_MAX_PAGES
-#: (the most the function takes: 2 MB).
+#: (the most the function takes: 8 MB).
 WALK_FIRST_PAGES = 32
-WALK_MAX_PAGES = 256
+WALK_MAX_PAGES = 1024
 #: A long walk logs how far it has got this often.
 PROGRESS_SECONDS = 10.0
 

@@ -677,7 +677,7 @@ alter function cajex_private.purge_walks(uuid, regclass, text) owner to cajex_de
 
 -- One batch of a walk: the workspace's rows on pages p_from to
 -- p_from + p_pages - 1. The caller sizes the range from the rows the last
--- one held (about one batch's worth) and at most 256 pages (2 MB), so a
+-- one held (about one batch's worth) and at most 1024 pages (8 MB), so a
 -- batch stays small however the rows lie. Returns the table's current size
 -- in pages, so a walk reaches pages added meanwhile.
 -- The walk is an optimisation only: cajex_private.purge_rows_left says
@@ -702,8 +702,8 @@ begin
     raise exception 'a set-null reference is cleared in key order' using errcode = 'CXINV', detail = 'table';
   end if;
   if p_from is null or p_from < 0 or p_from + p_pages > 4294967295
-     or p_pages is null or p_pages not between 1 and 256 then
-    raise exception 'a page range starts at 0 or later and spans 1 to 256 pages'
+     or p_pages is null or p_pages not between 1 and 1024 then
+    raise exception 'a page range starts at 0 or later and spans 1 to 1024 pages'
       using errcode = 'CXINV', detail = 'pages';
   end if;
   execute format('delete from %s where %I = $1 and ctid >= $2 and ctid < $3', p_table, p_column)

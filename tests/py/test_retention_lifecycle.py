@@ -314,7 +314,7 @@ def test_a_large_workspace_is_purged_in_page_order_and_nothing_escapes(
     pages = "select * from cajex_private.purge_pages(%s, %s::regclass, %s, %s, %s)"
     for args, code in (
         ((big.id, "cajex.projects", "workspace_id", 0, 0), "CXINV"),
-        ((big.id, "cajex.projects", "workspace_id", 0, 257), "CXINV"),
+        ((big.id, "cajex.projects", "workspace_id", 0, 1025), "CXINV"),
         ((big.id, "cajex.projects", "workspace_id", -1, 8), "CXINV"),
         ((big.id, "cajex.onboarding_drafts", "workspace_id", 0, 8), "CXINV"),
         ((big.id, "cajex.users", "id", 0, 8), "CXINV"),
