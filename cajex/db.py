@@ -235,9 +235,18 @@ def _opened_row(conn: psycopg.Connection, result) -> tuple | None:
         result.get_value(0, 0) is None and result.get_value(0, 3) is None
     ):
         return None
-    loader = Transformer.from_context(conn)
+    loader = _loader(conn)
     loader.set_pgresult(result)
     return loader.load_row(0, tuple)[:5]
+
+
+def _loader(conn: psycopg.Connection) -> Transformer:
+    """The connection's own loader of result rows (kept: making one per
+    result costs more than loading a row)."""
+    loader = conn.__dict__.get("_cajex_loader")
+    if loader is None:
+        loader = conn._cajex_loader = Transformer.from_context(conn)
+    return loader
 
 
 def commit_with(
@@ -288,7 +297,7 @@ def commit_with(
     opening, result = results[-3], results[-2]
     row = _opened_row(conn, opening)
     opened = OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
-    loader = Transformer.from_context(conn)
+    loader = _loader(conn)
     loader.set_pgresult(result)
     names = [result.fname(i).decode() for i in range(result.nfields)]
     rows = [
@@ -315,7 +324,6 @@ def _pipeline(conn: psycopg.Connection, steps: list[Callable[[], None]]) -> list
             for step in steps:
                 step()
             pgconn.pipeline_sync()
-            conn.wait(generators.send(pgconn))
             results = conn.wait(_pipeline_results(pgconn, len(steps)))
         finally:
             pgconn.exit_pipeline_mode()
@@ -345,6 +353,12 @@ def _pipeline_results(pgconn, count: int):
     """A psycopg wait generator: the last result of each of `count` pipelined
     commands, up to and including the pipeline's sync. A command that
     failed, or was skipped after another failed, gives its error result."""
+    # Send what libpq could not send at once.
+    while pgconn.flush():
+        while not (ready := (yield generators.WAIT_RW)):
+            continue
+        if ready & generators.READY_R:
+            pgconn.consume_input()
     results = []
     last = None
     while True:
