@@ -1,4 +1,5 @@
-"""`cajex keys ...`: rotate the master key and workspaces' data keys.
+"""`cajex keys ...`: rotate the master key, workspaces' data keys and the
+context's seal key.
 
 Both rotations are resumable and safe to run twice (cajex.crypto): an
 interrupted run leaves every secret readable, and the next run finishes it.
@@ -67,6 +68,35 @@ def register(cli: click.Group) -> None:
                     " CAJEX_OLD_MASTER_KEYS"
                 ) from None
         click.echo(json.dumps({"rewrapped": done, "master_key_id": keyring.key_id}))
+
+    @keys.command("rotate-seal")
+    @click.option(
+        "--database-admin-url",
+        envvar="DATABASE_ADMIN_URL",
+        required=True,
+        help="The owner's (migration role's) connection.",
+    )
+    def rotate_seal(database_admin_url: str) -> None:
+        """Give the database a new key for sealing request contexts.
+
+        The key never leaves the database. Transactions in flight lose their
+        context (they see no rows from then on); every new one opens as
+        before. Prints {"rotated": true, "created_at": ...} as JSON.
+        """
+        import psycopg
+
+        with psycopg.connect(database_admin_url, autocommit=True) as conn:
+            try:
+                conn.execute("set role cajex_owner")
+            except psycopg.Error:
+                raise click.ClickException(
+                    "this role cannot act as cajex_owner"
+                ) from None
+            conn.execute("select cajex_private.ensure_seal_key(true)")
+            made = conn.execute(
+                "select created_at from cajex_private.seal_key"
+            ).fetchone()[0]
+        click.echo(json.dumps({"rotated": True, "created_at": made.isoformat()}))
 
     @keys.command("rotate-workspace")
     @click.option(

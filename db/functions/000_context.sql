@@ -43,8 +43,8 @@ drop function if exists cajex_private.install_context(uuid, bytea, uuid, text, t
 
 --------------------------------------------------------------------------------
 -- The seal's key. Made once by the migration (db/lib/finish.sql); `cajex keys
--- rotate-seal` makes a new one, after which contexts opened before it open
--- nothing (transactions in flight see no rows from then on).
+-- rotate-seal` makes a new one (the owner's), after which contexts opened
+-- before it open nothing (transactions in flight see no rows from then on).
 create or replace function cajex_private.ensure_seal_key(p_rotate boolean default false)
 returns void
 language plpgsql
@@ -66,6 +66,21 @@ begin
   on conflict (only_row) do update
     set inner_pad = excluded.inner_pad, outer_pad = excluded.outer_pad, created_at = now();
 end;
+$$;
+
+--------------------------------------------------------------------------------
+-- The seal of a context's fields, given the key's two pads: HMAC-SHA256 over
+-- the fields, this backend's process id and this transaction's start, in hex.
+-- A plain expression, so the planner inlines it where it is used; of no use
+-- without the pads, which only cajex_definer reads.
+create or replace function cajex_private.seal(p_fields text, p_inner_pad bytea, p_outer_pad bytea)
+returns text
+language sql
+stable
+parallel restricted
+as $$
+  select encode(sha256(p_outer_pad || sha256(p_inner_pad || convert_to(p_fields, 'UTF8')
+                || int4send(pg_backend_pid()) || timestamptz_send(now()))), 'hex')
 $$;
 
 --------------------------------------------------------------------------------
@@ -101,9 +116,8 @@ begin
   if cardinality(string_to_array(v_fields, '|')) <> 7 then
     raise exception 'a context field holds the separator' using errcode = 'CXINV';
   end if;
-  perform set_config('cajex.context', v_fields || '|' || encode(
-      sha256(k.outer_pad || sha256(k.inner_pad || convert_to(v_fields, 'UTF8')
-             || int4send(pg_backend_pid()) || timestamptz_send(now()))), 'hex'), true)
+  perform set_config('cajex.context',
+                    v_fields || '|' || cajex_private.seal(v_fields, k.inner_pad, k.outer_pad), true)
   from cajex_private.seal_key k;
   if not found then
     raise exception 'the context''s seal key is missing' using errcode = 'CXNCX',
@@ -142,8 +156,7 @@ as
   cross join cajex_private.seal_key k
   where cardinality(t.f) = 8
     and t.f[1] = 'v3'
-    and encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(left(t.v, -65), 'UTF8')
-               || int4send(pg_backend_pid()) || timestamptz_send(now()))), 'hex') = t.f[8];
+    and cajex_private.seal(left(t.v, -65), k.inner_pad, k.outer_pad) = t.f[8];
 alter view cajex_private.context owner to cajex_definer;
 
 --------------------------------------------------------------------------------
@@ -192,8 +205,7 @@ create view cajex_private.browser_opening
 with (security_barrier = true)
 as
   select o.workspace_id, o.workspace_slug, o.member_role, o.user_id, o.stale,
-         o.fields || '|' || encode(sha256(sk.outer_pad || sha256(sk.inner_pad || convert_to(o.fields, 'UTF8')
-           || int4send(pg_backend_pid()) || timestamptz_send(now()))), 'hex') as sealed
+         o.fields || '|' || cajex_private.seal(o.fields, sk.inner_pad, sk.outer_pad) as sealed
   from (
     select w.workspace_id, w.workspace_slug, w.member_role, s.user_id,
            s.last_seen_at < now() - interval '1 minute' as stale,

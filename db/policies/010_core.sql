@@ -221,6 +221,9 @@ grant execute on function
 grant select on cajex_private.browser_opening to cajex_app;
 grant execute on function cajex_private.session_may_open(text, uuid, uuid, boolean, text[])
   to cajex_app, cajex_api, cajex_definer;
+-- Expanded into every statement's check of the context, as its reader.
+grant execute on function cajex_private.seal(text, bytea, bytea)
+  to cajex_app, cajex_api, cajex_anon, cajex_owner, cajex_definer;
 
 grant execute on function
   cajex.create_organisation(text),

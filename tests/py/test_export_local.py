@@ -39,12 +39,23 @@ def test_export_files_match_the_database(
     world, settings, signed_in, monkeypatch, split
 ):
     if split:
-        # Every table is split between the parallel connections, however small.
+        # Every table is split between the parallel connections, however
+        # small, and the JSON is built a page at a time.
         monkeypatch.setattr(exports, "_SPLIT_MIN_BLOCKS", 0)
+        monkeypatch.setattr(exports, "_JSON_CHUNK_BLOCKS", 1)
     ws = world.workspace(plan="free")
     other = world.workspace()
     world.member(ws, role="viewer")
     world.project(ws, name="Plain")
+    bulk = 300 if split else 0
+    if bulk:
+        # Enough rows to fill several pages, between the other workspace's.
+        world.admin.execute(
+            "insert into cajex.projects (workspace_id, name, description)"
+            " select case when g %% 3 = 0 then %s else %s end, 'Bulk ' || g, repeat('x', 200)"
+            " from generate_series(1, %s) g",
+            (other.id, ws.id, bulk + bulk // 2),
+        )
     with world.as_user(ws.owner, ws) as (conn, _):
         conn.execute(
             "select cajex.create_project(%s, %s, %s)",
@@ -82,7 +93,7 @@ def test_export_files_match_the_database(
 
     doc = json.loads(files["json"])
     by_id = {p["id"]: p for p in doc["projects"]}
-    assert len(by_id) == len(db_projects) == 2
+    assert len(doc["projects"]) == len(by_id) == len(db_projects) == 2 + bulk
     for p in db_projects:
         assert by_id[str(p["id"])]["name"] == p["name"]
         assert by_id[str(p["id"])]["description"] == p["description"]
@@ -102,7 +113,7 @@ def test_export_files_match_the_database(
         assert len(rows) == entry["rows"]
     tricky = next(r for r in csvs["projects.csv"][1] if r["name"] == "Tricky")
     assert tricky["description"] == TRICKY
-    assert len(csvs["projects.csv"][1]) == 2
+    assert len(csvs["projects.csv"][1]) == 2 + bulk
 
     manifest = json.loads(files["manifest"])
     listed = {f["name"]: f for f in manifest["files"]}
@@ -110,7 +121,11 @@ def test_export_files_match_the_database(
     assert (
         listed["export-csv.zip"]["sha256"] == hashlib.sha256(files["csv"]).hexdigest()
     )
-    assert manifest["rows"] == {"members": 2, "projects": 2, "audit_log": db_audit}
+    assert manifest["rows"] == {
+        "members": 2,
+        "projects": 2 + bulk,
+        "audit_log": db_audit,
+    }
 
 
 def test_links_expire_and_never_serve_another_workspace(

@@ -760,6 +760,50 @@ def test_a_seal_does_not_outlive_its_transaction_or_leave_its_backend(world):
             again.rollback()
 
 
+def test_a_new_seal_key_closes_open_contexts_and_new_ones_open(world, db_urls):
+    """`cajex keys rotate-seal`: a transaction opened before it sees nothing
+    after it; the next opening works as before, and a second run rotates
+    again."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cajex import cli as cli_module
+
+    if "keys" not in cli_module.cli.commands:
+        cli_module._register_areas()
+    ws = world.workspace(plan="team")
+    world.project(ws, name="Ours")
+    count = "select count(*) as n from cajex.projects"
+    runs = []
+    with world.app_connection() as conn:
+        with db.in_context(conn, ws.owner.token(), ws.slug):
+            assert conn.execute(count).fetchone()["n"] == 1
+            for _ in range(2):
+                done = CliRunner().invoke(
+                    cli_module.cli,
+                    ["keys", "rotate-seal", "--database-admin-url", db_urls["admin"]],
+                )
+                assert done.exit_code == 0, done.output
+                runs.append(json.loads(done.output.strip().splitlines()[-1]))
+            assert conn.execute(count).fetchone()["n"] == 0
+            assert (
+                conn.execute("select cajex.current_user_id() as u").fetchone()["u"]
+                is None
+            )
+        with db.in_context(conn, ws.owner.token(), ws.slug) as opened:
+            assert opened.workspace_id == ws.id
+            assert conn.execute(count).fetchone()["n"] == 1
+    assert (
+        all(r["rotated"] for r in runs)
+        and runs[0]["created_at"] <= runs[1]["created_at"]
+    )
+    refused = CliRunner().invoke(
+        cli_module.cli, ["keys", "rotate-seal", "--database-admin-url", db_urls["app"]]
+    )
+    assert refused.exit_code != 0 and "cajex_owner" in refused.output
+
+
 def test_credentials_never_appear_in_statement_text(world):
     """Another session of the same role reads every backend's current
     statement in pg_stat_activity: a browser's session secret and a signed
