@@ -29,11 +29,10 @@ DEFAULT_DAYS = 30
 #: are noise.
 BATCH = 20000
 #: After each batch the purge rests this many times as long as the batch
-#: took, so a purge leaves a fifth of its core to other workspaces' queries
-#: (bench/purge.py measures both their latency and the purge's speed; on two
-#: cores a longer rest bought the neighbours nothing measurable and halved
-#: the purge's speed).
-PACE = 0.25
+#: took, so a purge uses at most half of a core's time and other
+#: workspaces' queries keep their latency (bench/purge.py measures both: on
+#: two cores, a quarter of the rest let a neighbour's p99 double).
+PACE = 1.0
 #: A physical walk (cajex_private.purge_pages) starts with ranges of this
 #: many pages, then sizes each range to hold about BATCH rows of the
 #: workspace, growing across pages that hold none, up to WALK_MAX_PAGES
