@@ -140,16 +140,21 @@ class _Sink:
         self.fh.flush()
 
 
+def _blocks(conn, alias: str) -> int:
+    """How many pages the big table behind `alias` has."""
+    row = conn.execute(
+        "select (pg_relation_size(%s::regclass) / current_setting('block_size')::int)::bigint",
+        (_TABLES[alias],),
+    ).fetchone()
+    return row[0] if not isinstance(row, dict) else next(iter(row.values()))
+
+
 def _parts(conn, entity: str, parts: int) -> list[str]:
     """The entity's query, split into block ranges of its big table when worth it."""
     query, alias = ENTITIES[entity]
     if alias is None or parts <= 1:
         return [query]
-    blocks = conn.execute(
-        "select (pg_relation_size(%s::regclass) / current_setting('block_size')::int)::bigint",
-        (_TABLES[alias],),
-    ).fetchone()
-    blocks = blocks[0] if not isinstance(blocks, dict) else next(iter(blocks.values()))
+    blocks = _blocks(conn, alias)
     if blocks < _SPLIT_MIN_BLOCKS:
         return [query]
     step = blocks // parts + 1
@@ -204,35 +209,13 @@ def _stream(conns: list, statements: list) -> tuple[Iterator[bytes], list[int]]:
         return single(), counts
 
     def parallel():
-        q: queue.Queue = queue.Queue(maxsize=4 * len(statements))
-        done = object()
-        errors: list[BaseException] = []
-
-        def run(i, conn, statement):
-            try:
-                produce(i, conn, statement, q.put)
-            except BaseException as exc:  # handed to the consumer
-                errors.append(exc)
-            finally:
-                q.put(done)
-
-        threads = [
-            threading.Thread(target=run, args=(i, c, s), daemon=True)
-            for i, (c, s) in enumerate(zip(conns, statements, strict=False))
-        ]
-        for t in threads:
-            t.start()
-        remaining = len(threads)
-        while remaining:
-            item = q.get()
-            if item is done:
-                remaining -= 1
-                continue
-            yield item
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        yield from _in_threads(
+            [
+                lambda put, i=i, c=c, s=s: produce(i, c, s, put)
+                for i, (c, s) in enumerate(zip(conns, statements, strict=False))
+            ],
+            4 * len(statements),
+        )
 
     return parallel(), counts
 
@@ -290,11 +273,7 @@ def _chunk_queries(conn, entity: str) -> list[str]:
     query, alias = ENTITIES[entity]
     if alias is None:
         return [query]
-    blocks = conn.execute(
-        "select (pg_relation_size(%s::regclass) / current_setting('block_size')::int)::bigint",
-        (_TABLES[alias],),
-    ).fetchone()
-    blocks = blocks[0] if not isinstance(blocks, dict) else next(iter(blocks.values()))
+    blocks = _blocks(conn, alias)
     out = []
     for lo in range(0, blocks, _JSON_CHUNK_BLOCKS):
         hi = lo + _JSON_CHUNK_BLOCKS
@@ -324,23 +303,37 @@ def _aggregate(conns: list, queries: list[str]) -> Iterator[tuple[bytes, int]]:
         for statement in statements:
             yield one(conns[0], statement)
         return
-    q: queue.Queue = queue.Queue(maxsize=len(conns))
+
+    def job(conn, mine):
+        def run(put):
+            for statement in mine:
+                put(one(conn, statement))
+
+        return run
+
+    yield from _in_threads(
+        [job(c, statements[i :: len(conns)]) for i, c in enumerate(conns)], len(conns)
+    )
+
+
+def _in_threads(jobs: list, queue_size: int) -> Iterator:
+    """Run each job in a thread of its own, and yield what they hand over, as
+    it comes. A job is called with the function it hands items to; the queue
+    between them holds at most `queue_size`, so memory stays bounded. A job's
+    error is raised once every job has ended."""
+    q: queue.Queue = queue.Queue(maxsize=queue_size)
     done = object()
     errors: list[BaseException] = []
 
-    def run(conn, mine):
+    def run(job):
         try:
-            for statement in mine:
-                q.put(one(conn, statement))
+            job(q.put)
         except BaseException as exc:  # handed to the consumer
             errors.append(exc)
         finally:
             q.put(done)
 
-    threads = [
-        threading.Thread(target=run, args=(c, statements[i :: len(conns)]), daemon=True)
-        for i, c in enumerate(conns)
-    ]
+    threads = [threading.Thread(target=run, args=(j,), daemon=True) for j in jobs]
     for t in threads:
         t.start()
     remaining = len(threads)

@@ -7,6 +7,7 @@ interrupted run leaves every secret readable, and the next run finishes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 
@@ -20,6 +21,20 @@ def _keyring():
         return crypto.master_key_from_settings(config.from_env())
     except crypto.CryptoError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _as_owner(database_admin_url: str):
+    """A connection acting as cajex_owner, the owner of the rotation functions
+    (db/policies/600_crypto.sql, db/functions/000_context.sql)."""
+    import psycopg
+
+    with psycopg.connect(database_admin_url, autocommit=True) as conn:
+        try:
+            conn.execute("set role cajex_owner")
+        except psycopg.Error:
+            raise click.ClickException("this role cannot act as cajex_owner") from None
+        yield conn
 
 
 def register(cli: click.Group) -> None:
@@ -47,19 +62,11 @@ def register(cli: click.Group) -> None:
         as long as backups wrapped by it must stay readable). Secrets are not
         touched. Prints {"rewrapped": n} as JSON.
         """
-        import psycopg
 
         from cajex import crypto
 
         keyring = _keyring()
-        with psycopg.connect(database_admin_url, autocommit=True) as conn:
-            # The rotation functions are the owner role's (db/policies/600).
-            try:
-                conn.execute("set role cajex_owner")
-            except psycopg.Error:
-                raise click.ClickException(
-                    "this role cannot act as cajex_owner"
-                ) from None
+        with _as_owner(database_admin_url) as conn:
             try:
                 done = crypto.rotate_master(conn, keyring)
             except crypto.CryptoError as exc:
@@ -83,15 +90,7 @@ def register(cli: click.Group) -> None:
         context (they see no rows from then on); every new one opens as
         before. Prints {"rotated": true, "created_at": ...} as JSON.
         """
-        import psycopg
-
-        with psycopg.connect(database_admin_url, autocommit=True) as conn:
-            try:
-                conn.execute("set role cajex_owner")
-            except psycopg.Error:
-                raise click.ClickException(
-                    "this role cannot act as cajex_owner"
-                ) from None
+        with _as_owner(database_admin_url) as conn:
             conn.execute("select cajex_private.ensure_seal_key(true)")
             made = conn.execute(
                 "select created_at from cajex_private.seal_key"
