@@ -128,9 +128,9 @@ def in_context(
     rollback.
 
     `token` is a browser's session credential (context.session_credential)
-    or a signed token (context.user_token, context.service_token).
-    cajex_private.open_context checks it once and seals the context into the
-    transaction, and every policy checks the seal. BEGIN and the opening go
+    or a signed token (context.user_token, context.service_token). The
+    opening checks it once and seals the context into the transaction, and
+    every policy checks the seal. BEGIN and the opening go
     in one round trip (a pipeline), so a transaction costs no more round
     trips than one without; the credential travels as a bind parameter, never
     in the statement's text, which other sessions of the same role can read.
@@ -225,7 +225,10 @@ def _open(
         conn._cajex_prepared = set()
         result = _pipeline(conn, _opening_steps(conn, token, workspace))[-1]
     row = _opened_row(conn, result)
-    stale = row is not None and result.nfields > 5 and result.get_value(0, 5) == b"t"
+    # A browser's opening says whether its session was last seen long ago.
+    stale = (
+        row is not None and token.startswith("v2.") and result.get_value(0, 5) == b"t"
+    )
     return row, stale
 
 
