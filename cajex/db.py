@@ -44,10 +44,33 @@ class OpenedContext:
 
 NO_CONTEXT = OpenedContext(None, None, None, None)
 
-_PERMISSIONS = (
-    "array(select rp.permission from cajex.role_permissions rp where rp.role = c.member_role)"
-    " as permissions"
-)
+#: The permission matrix (cajex.role_permissions), read once per process:
+#: role -> what it may do. Only migrations change the matrix, and the app
+#: restarts after one (docs/operations.md). The SQL functions check the
+#: matrix themselves; this copy answers a view's "may this role ...?" (a
+#: clear 403, the navigation) without a lookup in every opening.
+_MATRIX: dict[str, frozenset] | None = None
+
+
+def _permissions_of(conn: psycopg.Connection, role: str | None) -> frozenset:
+    global _MATRIX
+    if role is None:
+        return frozenset()
+    if _MATRIX is None:
+        result = conn.pgconn.exec_(
+            b"select role, array_agg(permission) from cajex.role_permissions group by role"
+        )
+        if result.status != ExecStatus.TUPLES_OK:
+            raise psycopg.errors.error_from_result(
+                result, encoding=conn.pgconn._encoding
+            )
+        loader = Transformer.from_context(conn)
+        loader.set_pgresult(result)
+        _MATRIX = {
+            r[0]: frozenset(r[1])
+            for r in (loader.load_row(i, tuple) for i in range(result.ntuples))
+        }
+    return _MATRIX.get(role, frozenset())
 
 
 def make_pool(
@@ -74,8 +97,7 @@ def make_pool(
     )
 
 
-#: The openings, each prepared once per connection: the context's row and
-#: the role's permissions from the matrix. A browser's credential goes to
+#: The openings, each prepared once per connection: the context's row. A browser's credential goes to
 #: the view that checks it (cajex_private.browser_opening), through
 #: transaction-local settings that the same statement sets first and clears
 #: after; a signed token to cajex_private.open_context. With a third
@@ -87,22 +109,19 @@ _REFUSE = (
 )
 _OPEN_BROWSER = (
     b"cajex_open_browser",
-    b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id, "
-    + _PERMISSIONS.replace("c.member_role", "o.member_role").encode()
-    + b", o.stale"
+    b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id"
+    b", o.stale"
     b", set_config('cajex.context', coalesce(o.sealed, ''), true)"
     b", set_config('cajex.credential', '', true)"
     + _REFUSE
     + b" from (select set_config('cajex.credential', $1, true) as credential,"
-    b" set_config('cajex.workspace', coalesce($2, ''), true),"
-    b" set_config('cajex.context', '', true)) s"
+    b" set_config('cajex.workspace', coalesce($2, ''), true)) s"
     b" left join lateral (select * from cajex_private.browser_opening o"
     b" where s.credential is not null offset 0) o on true",
 )
 _OPEN_TOKEN = (
     b"cajex_open_token",
-    b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id, "
-    + _PERMISSIONS.replace("c.member_role", "o.member_role").encode()
+    b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id"
     + _REFUSE
     + b" from cajex_private.open_context($1, $2) o",
 )
@@ -139,7 +158,7 @@ def in_context(
         raise RuntimeError("in_context() must start its own transaction")
     try:
         row, stale = _open(conn, token, workspace)
-        yield OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
+        yield _opened(conn, row)
     except BaseException:
         _rollback(conn)
         raise
@@ -227,9 +246,15 @@ def _open(
     row = _opened_row(conn, result)
     # A browser's opening says whether its session was last seen long ago.
     stale = (
-        row is not None and token.startswith("v2.") and result.get_value(0, 5) == b"t"
+        row is not None and token.startswith("v2.") and result.get_value(0, 4) == b"t"
     )
     return row, stale
+
+
+def _opened(conn: psycopg.Connection, row: tuple | None) -> OpenedContext:
+    if row is None:
+        return NO_CONTEXT
+    return OpenedContext(*row, _permissions_of(conn, row[2]))
 
 
 def _opened_row(conn: psycopg.Connection, result) -> tuple | None:
@@ -240,7 +265,7 @@ def _opened_row(conn: psycopg.Connection, result) -> tuple | None:
         return None
     loader = _loader(conn)
     loader.set_pgresult(result)
-    return loader.load_row(0, tuple)[:5]
+    return loader.load_row(0, tuple)[:4]
 
 
 def _loader(conn: psycopg.Connection) -> Transformer:
@@ -299,7 +324,7 @@ def commit_with(
         results = _pipeline(conn, steps())
     opening, result = results[-3], results[-2]
     row = _opened_row(conn, opening)
-    opened = OpenedContext(*row[:4], frozenset(row[4] or ())) if row else NO_CONTEXT
+    opened = _opened(conn, row)
     loader = _loader(conn)
     loader.set_pgresult(result)
     names = [result.fname(i).decode() for i in range(result.nfields)]

@@ -30,6 +30,8 @@ def render_plan(db_dir: Path = DB_DIR) -> str:
         "-- Repeatable files: functions first (policies call them), then policies.",
     ]
     for folder in REPEATABLE:
+        if folder == "policies":
+            lines += ["", "\\ir lib/before_policies.sql"]
         for path in sorted((db_dir / folder).glob("*.sql")):
             lines += [
                 f"\\set file {folder}/{path.name}",

@@ -145,6 +145,8 @@ begin
     set checksum = excluded.checksum, applied_at = now();
   if p_kind = 'versioned' then
     perform set_config('cajex_migrations.versioned_applied', 'on', true);
+  elsif p_file like 'functions/%' then
+    perform set_config('cajex_migrations.functions_applied', 'on', true);
   end if;
 end;
 $$;
@@ -155,4 +157,16 @@ language sql
 stable
 as $$
   select coalesce(current_setting('cajex_migrations.versioned_applied', true), '') = 'on';
+$$;
+
+-- Before the policies: they re-apply, every one, when a functions file did
+-- (a functions file may drop and create a view or function that a policy
+-- file grants or refers to).
+create or replace function cajex_migrations.begin_policies()
+returns boolean
+language sql
+stable
+as $$
+  select cajex_migrations.begin_repeatables()
+      or coalesce(current_setting('cajex_migrations.functions_applied', true), '') = 'on';
 $$;

@@ -62,6 +62,8 @@
 \ir lib/apply_repeatable.sql
 \set file functions/900_api.sql
 \ir lib/apply_repeatable.sql
+
+\ir lib/before_policies.sql
 \set file policies/010_core.sql
 \ir lib/apply_repeatable.sql
 \set file policies/100_signin.sql

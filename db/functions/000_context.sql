@@ -135,28 +135,29 @@ alter function cajex_private.seal_context(uuid, uuid, uuid, text, text, text) ow
 -- statement, costs two SHA-256 of about 200 bytes and one read of a one-row
 -- table, and calls no function that could be replaced.
 --
+-- Every statement that reads a workspace-owned table sets this plan up, so it
+-- is kept to one scan with one filter: no joins, no subquery nodes. (The
+-- setting is read where it is used; reading it is a lookup in memory.) The
+-- whole setting must equal its fields, '|' and their seal, so nothing outside
+-- the seal can be changed either.
+--
 -- Owned by cajex_definer and not security_invoker: it reads the key, which
 -- the request roles cannot. security_barrier keeps a caller's own predicates
--- from running before the check. The cast of a field runs only on a row whose
--- seal matched, so no setting, however malformed, raises an error here.
+-- from running before the check, so the cast of a field runs only on a row
+-- whose seal matched, and no setting, however malformed, raises an error here.
 create or replace view cajex_private.context
 with (security_barrier = true)
 as
-  select nullif(t.f[2], '')::uuid as workspace_id,
-         nullif(t.f[3], '')::uuid as user_id,
-         nullif(t.f[4], '')::uuid as session_id,
-         nullif(t.f[5], '') as member_role,
-         t.f[6] as actor,
-         nullif(t.f[7], '') as workspace_slug
-  -- The setting is read and split once per statement (OFFSET 0 keeps this
-  -- one-row subquery whole).
-  from (select s.v, string_to_array(s.v, '|') as f
-        from (select current_setting('cajex.context', true) as v) s
-        offset 0) t
+  select nullif(split_part(s.v, '|', 2), '')::uuid as workspace_id,
+         nullif(split_part(s.v, '|', 3), '')::uuid as user_id,
+         nullif(split_part(s.v, '|', 4), '')::uuid as session_id,
+         nullif(split_part(s.v, '|', 5), '') as member_role,
+         split_part(s.v, '|', 6) as actor,
+         nullif(split_part(s.v, '|', 7), '') as workspace_slug
+  from (select current_setting('cajex.context', true) as v) s
   cross join cajex_private.seal_key k
-  where cardinality(t.f) = 8
-    and t.f[1] = 'v3'
-    and cajex_private.seal(left(t.v, -65), k.inner_pad, k.outer_pad) = t.f[8];
+  where left(s.v, 3) = 'v3|'
+    and s.v = left(s.v, -65) || '|' || cajex_private.seal(left(s.v, -65), k.inner_pad, k.outer_pad);
 alter view cajex_private.context owner to cajex_definer;
 
 --------------------------------------------------------------------------------
@@ -198,47 +199,42 @@ $$;
 --
 -- A view, not a function: its plan is the opening statement's, prepared once
 -- per connection, where a function would set up its expressions again in
--- every transaction. Owned by cajex_definer and not security_invoker: it
--- reads sessions, memberships and the seal's key.
+-- every transaction. The plan is set up in every transaction all the same,
+-- so it is kept small: the session is found by the secret's hash (unique)
+-- and its id compared as text, which needs no parsing and cannot fail.
+-- Owned by cajex_definer and not security_invoker: it reads sessions,
+-- memberships and the seal's key.
 drop view if exists cajex_private.browser_opening;
 create view cajex_private.browser_opening
 with (security_barrier = true)
 as
-  select o.workspace_id, o.workspace_slug, o.member_role, o.user_id, o.stale,
-         o.fields || '|' || cajex_private.seal(o.fields, sk.inner_pad, sk.outer_pad) as sealed
-  from (
-    select w.workspace_id, w.workspace_slug, w.member_role, s.user_id,
-           s.last_seen_at < now() - interval '1 minute' as stale,
-           'v3|' || coalesce(w.workspace_id::text, '') || '|' || s.user_id || '|' || s.id
-             || '|' || coalesce(w.member_role, '') || '|user|' || coalesce(w.workspace_slug, '') as fields
-    -- The credential is parsed and hashed once (OFFSET 0 keeps this one-row
-    -- subquery from being flattened into the joins below).
-    from (select case when c.p[2] ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                      then c.p[2]::uuid end as session_id,
-                 sha256(convert_to(c.p[3], 'UTF8')) as token_hash,
-                 current_setting('cajex.workspace', true) as workspace_slug
-          from (select string_to_array(current_setting('cajex.credential', true), '.') as p) c
-          where cardinality(c.p) = 3 and c.p[1] = 'v2'
-          offset 0) k
-    join cajex.sessions s
-      on s.id = k.session_id
-     and s.token_hash = k.token_hash
-     and s.revoked_at is null
-     and s.idle_expires_at > now()
-     and s.absolute_expires_at > now()
-    left join lateral (
-      select w.id as workspace_id, w.slug as workspace_slug, m.role as member_role
-      from cajex.workspaces w
-      join cajex.memberships m
-        on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
-      left join cajex.workspace_signin_methods sm on sm.workspace_id = w.id
-      where w.slug = k.workspace_slug
-        and w.status = 'active'
-        and cajex_private.session_may_open(s.auth_method, s.sso_workspace_id, w.id, w.sso_enforced,
-                                           sm.methods)
-    ) w on true
-  ) o
-  cross join cajex_private.seal_key sk;
+  select w.workspace_id, w.workspace_slug, w.member_role, s.user_id,
+         s.last_seen_at < now() - interval '1 minute' as stale,
+         f.fields || '|' || cajex_private.seal(f.fields, sk.inner_pad, sk.outer_pad) as sealed
+  from cajex.sessions s
+  cross join cajex_private.seal_key sk
+  left join lateral (
+    select w.id as workspace_id, w.slug as workspace_slug, m.role as member_role
+    from cajex.workspaces w
+    join cajex.memberships m
+      on m.workspace_id = w.id and m.user_id = s.user_id and m.status = 'active'
+    left join cajex.workspace_signin_methods sm on sm.workspace_id = w.id
+    where w.slug = current_setting('cajex.workspace', true)
+      and w.status = 'active'
+      and cajex_private.session_may_open(s.auth_method, s.sso_workspace_id, w.id, w.sso_enforced,
+                                         sm.methods)
+  ) w on true
+  cross join lateral (
+    select 'v3|' || coalesce(w.workspace_id::text, '') || '|' || s.user_id || '|' || s.id
+           || '|' || coalesce(w.member_role, '') || '|user|' || coalesce(w.workspace_slug, '') as fields
+  ) f
+  where s.token_hash = sha256(convert_to(split_part(current_setting('cajex.credential', true), '.', 3), 'UTF8'))
+    and split_part(current_setting('cajex.credential', true), '.', 1) = 'v2'
+    and s.id::text = split_part(current_setting('cajex.credential', true), '.', 2)
+    and split_part(current_setting('cajex.credential', true), '.', 4) = ''
+    and s.revoked_at is null
+    and s.idle_expires_at > now()
+    and s.absolute_expires_at > now();
 alter view cajex_private.browser_opening owner to cajex_definer;
 
 --------------------------------------------------------------------------------

@@ -95,6 +95,27 @@ def test_can_apply_a_new_versioned_file_once(db_urls, tmp_path):
     assert ledger(url) == applied
 
 
+def test_can_reapply_a_changed_functions_file_and_keep_its_grants(db_urls, tmp_path):
+    """A changed functions file that drops and creates a view re-applies the
+    policies too, so the grants on that view (made by a policies file) stay."""
+    url = db_urls["admin"]
+    copy = tmp_path / "db"
+    shutil.copytree(DB_DIR, copy)
+    context_file = copy / "functions" / "000_context.sql"
+    context_file.write_text(context_file.read_text() + "\n-- changed\n")
+    grant = (
+        "select has_table_privilege('cajex_app', 'cajex_private.browser_opening', 'select')"
+    )
+    try:
+        migrate(url, services.context_secret(), db_dir=copy)
+        with psycopg.connect(url) as conn:
+            assert conn.execute(grant).fetchone()[0] is True
+    finally:
+        migrate(url, services.context_secret())
+    with psycopg.connect(url) as conn:
+        assert conn.execute(grant).fetchone()[0] is True
+
+
 def test_can_keep_the_plan_current():
     """db/plan.sql is exactly what `cajex db plan` generates from the folders."""
     assert (DB_DIR / "plan.sql").read_text() == render_plan()
