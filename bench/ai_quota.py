@@ -14,7 +14,12 @@
 3. Gateway overhead: Gateway.complete against the loopback provider
    (cajex.ai.fakeprovider), minus the time spent in the provider adapter
    (the official client and its HTTP call): the two short transactions,
-   the key decryption and the bookkeeping. Target: p50 < 2 ms.
+   the key decryption and the bookkeeping. Target: p50 < 2 ms. Beside it,
+   the same gateway with a provider that answers at once, and with one that
+   answers at once after sleeping as long as the loopback provider took (no
+   provider code runs: only the machine's idling differs), and what one
+   round trip to a backend that sat idle that long costs more than to a
+   busy one.
 
 Usage: python bench/ai_quota.py [--quick] [--ops N] [--calls N] [--rounds N]
 The last line of output is one JSON object with the figures and targets.
@@ -268,6 +273,20 @@ def gateway_overhead(world, ws, master, provider_url: str, calls: int) -> dict:
     # gateway's own work costs when the database backend has not gone idle
     # during a provider call (waking it is the machine's scheduling latency).
     hot, _, _ = measure(instant)
+    # And one that answers at once after idling as long as the loopback
+    # provider took: no provider code runs, the machine only sits idle.
+    pause = statistics.median(provider)
+
+    def idle(req):
+        t0 = time.perf_counter()
+        try:
+            time.sleep(pause)
+            return providers.Answer("A short drafted summary.", 40, 16, req.model)
+        finally:
+            spent.append(time.perf_counter() - t0)
+
+    idled, _, _ = measure(idle)
+    wakeup = idle_wakeup(world, pause, calls)
     return {
         "calls": calls,
         "p50_ms_overhead": round(statistics.median(overhead) * 1000, 3),
@@ -275,9 +294,32 @@ def gateway_overhead(world, ws, master, provider_url: str, calls: int) -> dict:
             overhead[min(len(overhead) - 1, int(0.99 * len(overhead)))] * 1000, 3
         ),
         "p50_ms_overhead_instant_provider": round(statistics.median(hot) * 1000, 3),
+        "p50_ms_overhead_idle_provider": round(statistics.median(idled) * 1000, 3),
         "p50_ms_provider": round(statistics.median(provider) * 1000, 3),
         "p50_ms_total": round(statistics.median(totals) * 1000, 3),
+        "p50_ms_idle_wakeup": wakeup,
     }
+
+
+def idle_wakeup(world, idle: float, calls: int) -> float:
+    """What one round trip costs more after the backend sat idle as long as a
+    provider call, than straight after another: `select 1` each way, on a
+    connection of the gateway's kind. The machine's, not the gateway's."""
+    conn = world.app_connection()
+    cold, warm = [], []
+    try:
+        for _ in range(min(calls, 300)):
+            time.sleep(idle)
+            t0 = time.perf_counter()
+            conn.execute("select 1")
+            t1 = time.perf_counter()
+            conn.execute("select 1")
+            t2 = time.perf_counter()
+            cold.append(t1 - t0)
+            warm.append(t2 - t1)
+    finally:
+        conn.close()
+    return round((statistics.median(cold) - statistics.median(warm)) * 1000, 3)
 
 
 def main() -> None:
