@@ -247,7 +247,11 @@ def gateway_overhead(world, ws, master, provider_url: str, calls: int) -> dict:
             spent.append(time.perf_counter() - t0)
 
     def measure(adapter) -> tuple[list[float], list[float], list[float]]:
-        gateway = gw.Gateway(master, {"anthropic": adapter})
+        # As the web app makes it: settling runs in the workspace's service
+        # context, opened with a token signed by the context secret.
+        gateway = gw.Gateway(
+            master, {"anthropic": adapter}, context_secret=world.secret
+        )
         conn = world.app_connection()
         overhead, totals, provider = [], [], []
         try:
