@@ -100,31 +100,41 @@ def make_pool(
 #: The openings, each prepared once per connection: the context's row. A browser's credential goes to
 #: the view that checks it (cajex_private.browser_opening), through
 #: transaction-local settings that the same statement sets first and clears
-#: after; a signed token to cajex_private.open_context. With a third
-#: parameter, a workspace id, the statement fails (CXNCX) unless the context
-#: opened that workspace, so that nothing after it runs.
+#: after; a signed token to cajex_private.open_context. The "_for" forms
+#: take a third parameter, a workspace id, and fail (CXNCX) unless the
+#: context opened that workspace, so that nothing after them runs.
+#:
+#: Each form is its own statement, rather than one with a third parameter
+#: that may be null, so that the server keeps one plan for it: given a null,
+#: the planner folds the check away, finds that plan cheaper than the
+#: general one, and would plan the opening again on every transaction.
 _REFUSE = (
-    b", case when $3::uuid is not null and o.workspace_id is distinct from $3::uuid"
+    b", case when o.workspace_id is distinct from $3::uuid"
     b" then cajex_private.refuse_context() end"
 )
-_OPEN_BROWSER = (
-    b"cajex_open_browser",
+_BROWSER_FIELDS = (
     b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id"
     b", o.stale"
     b", set_config('cajex.context', coalesce(o.sealed, ''), true)"
     b", set_config('cajex.credential', '', true)"
-    + _REFUSE
-    + b" from (select set_config('cajex.credential', $1, true) as credential,"
+)
+_BROWSER_FROM = (
+    b" from (select set_config('cajex.credential', $1, true) as credential,"
     b" set_config('cajex.workspace', coalesce($2, ''), true)) s"
     b" left join lateral (select * from cajex_private.browser_opening o"
-    b" where s.credential is not null offset 0) o on true",
+    b" where s.credential is not null offset 0) o on true"
 )
-_OPEN_TOKEN = (
-    b"cajex_open_token",
+_TOKEN_FIELDS = (
     b"select o.workspace_id, o.workspace_slug, o.member_role as role, o.user_id"
-    + _REFUSE
-    + b" from cajex_private.open_context($1, $2) o",
 )
+_TOKEN_FROM = b" from cajex_private.open_context($1, $2) o"
+_OPEN_BROWSER = (b"cajex_open_browser", _BROWSER_FIELDS + _BROWSER_FROM)
+_OPEN_BROWSER_FOR = (
+    b"cajex_open_browser_for",
+    _BROWSER_FIELDS + _REFUSE + _BROWSER_FROM,
+)
+_OPEN_TOKEN = (b"cajex_open_token", _TOKEN_FIELDS + _TOKEN_FROM)
+_OPEN_TOKEN_FOR = (b"cajex_open_token_for", _TOKEN_FIELDS + _REFUSE + _TOKEN_FROM)
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _INERROR = psycopg.pq.TransactionStatus.INERROR
 _TEXT = 25  # the text type's oid
@@ -200,13 +210,16 @@ def _opening_steps(
     """BEGIN and the opening, as pipeline steps; prepares the opening on a
     connection that has not got it."""
     pgconn = conn.pgconn
-    name, text = _OPEN_BROWSER if token.startswith("v2.") else _OPEN_TOKEN
-    params = [
-        token.encode(),
-        workspace.encode() if workspace is not None else None,
-        str(expect).encode() if expect is not None else None,
-    ]
-    _prepare(conn, name, text, [_TEXT, _TEXT, _UUID])
+    browser = token.startswith("v2.")
+    params = [token.encode(), workspace.encode() if workspace is not None else None]
+    types = [_TEXT, _TEXT]
+    if expect is None:
+        name, text = _OPEN_BROWSER if browser else _OPEN_TOKEN
+    else:
+        name, text = _OPEN_BROWSER_FOR if browser else _OPEN_TOKEN_FOR
+        params.append(str(expect).encode())
+        types.append(_UUID)
+    _prepare(conn, name, text, types)
     return [
         lambda: pgconn.send_query_params(b"BEGIN", None),
         lambda: pgconn.send_query_prepared(name, params),

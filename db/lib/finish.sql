@@ -10,3 +10,10 @@
 -- The key that seals each transaction's context (db/functions/000_context.sql):
 -- made once, kept by later runs.
 select cajex_private.ensure_seal_key();
+
+-- The keys and the reference tables hold a handful of rows that change only
+-- here, too few for autovacuum ever to analyze them: without statistics the
+-- planner takes each for hundreds of rows, and every context check and
+-- opening that reads them is planned for a join that is not there.
+analyze cajex_private.context_keys, cajex_private.seal_key, cajex.plans,
+  cajex.role_permissions, cajex_private.encrypted_columns;

@@ -191,3 +191,39 @@ def test_must_start_its_own_transaction(world, two):
         conn.execute("select 1")  # psycopg opened a transaction
         with pytest.raises(RuntimeError):
             db.commit_with(conn, a.owner.token(), a.slug, "select 1")
+
+
+def test_every_opening_keeps_one_plan_on_a_database_without_statistics(world, two):
+    """The server plans each opening once per connection and then reuses it,
+    with or without an expected workspace, for a browser and for a signed
+    token. (Given a null workspace to expect, the planner would find its own
+    folded plan cheaper than the general one and plan it again on every
+    transaction: half a millisecond each on tables never analyzed.)"""
+    a, _ = two
+    service = context.service_token(world.secret, a.id, "plans")
+    with world.app_connection() as conn:
+        for _ in range(12):
+            with db.in_context(conn, a.owner.token(), a.slug) as opened:
+                assert opened.workspace_id == a.id
+            with db.in_context(conn, service, str(a.id)) as opened:
+                assert opened.workspace_id == a.id
+            for token in (a.owner.token(), service):
+                opened, _ = db.commit_with(conn, token, a.slug, "select 1", expect=a.id)
+                assert opened.workspace_id == a.id
+        plans = {
+            r["name"]: (r["generic_plans"], r["custom_plans"])
+            for r in conn.execute(
+                "select name, generic_plans, custom_plans from pg_prepared_statements"
+                " where name like 'cajex_open_%'"
+            ).fetchall()
+        }
+        conn.rollback()
+    assert set(plans) == {
+        "cajex_open_browser",
+        "cajex_open_browser_for",
+        "cajex_open_token",
+        "cajex_open_token_for",
+    }
+    for name, (generic, custom) in plans.items():
+        # PostgreSQL tries five custom plans before it weighs the generic one.
+        assert custom <= 5 and generic >= 7, (name, generic, custom)
