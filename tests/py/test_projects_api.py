@@ -195,3 +195,36 @@ def test_unknown_uuid_is_404_not_500(world, signed_in):
     a = world.workspace()
     response = signed_in(a.owner).get(f"/w/{a.slug}/api/v1/projects/{uuid.uuid4()}")
     assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
+
+
+def test_the_list_keeps_one_plan_per_connection_on_an_analyzed_table(world, two):
+    """The list's statements are planned once per connection and reused: a
+    page size passed as a parameter made the server plan the list again on
+    every request once the table had statistics."""
+    from cajex.web.views.projects import list_page
+
+    from cajex import db
+
+    for ws in two:
+        world.admin.execute(
+            "insert into cajex.projects (workspace_id, name, created_at)"
+            " select %s, 'Project ' || g, now() - g * interval '1 minute'"
+            " from generate_series(1, 5000) g",
+            (ws.id,),
+        )
+    world.admin.execute("analyze cajex.projects")
+    a, _ = two
+    with world.app_connection() as conn:
+        for _ in range(15):
+            with db.in_context(conn, a.owner.token(), a.slug):
+                first, cursor = list_page(conn, 20, None)
+                second, _ = list_page(conn, 20, cursor)
+                assert len(first) == len(second) == 20 and cursor
+        plans = conn.execute(
+            "select statement, generic_plans, custom_plans from pg_prepared_statements"
+            " where statement like '%from cajex.projects%order by created_at desc%'"
+        ).fetchall()
+        conn.rollback()
+    assert len(plans) == 2, plans
+    for plan in plans:
+        assert plan["custom_plans"] <= 5 and plan["generic_plans"] >= 5, plan
