@@ -76,11 +76,19 @@ def _open_path_for(path: Path, user: pwd.struct_passwd) -> None:
 class LocalPostgres:
     """A PostgreSQL cluster in `data_dir`, reused across starts."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, fast: bool = False):
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        fast: bool = False,
+        settings: tuple[str, ...] = (),
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         #: No fsync: for throwaway test clusters only.
         self.fast = fast
+        #: More server settings, as name=value.
+        self.settings = tuple(settings)
         self.bindir = pg_bindir()
 
     @property
@@ -133,6 +141,7 @@ class LocalPostgres:
                 "-c synchronous_commit=off",
                 "-c full_page_writes=off",
             ]
+        opts += [f"-c {setting}" for setting in self.settings]
         if self.running():
             return self
         log_file = self.data_dir / "postgres.log"

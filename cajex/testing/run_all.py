@@ -70,7 +70,7 @@ def run_pgtap(pg: LocalPostgres) -> int:
 def main(argv: list[str]) -> int:
     root = Path(tempfile.mkdtemp(prefix="cajex-test-"))
     _say("starting PostgreSQL and Redis")
-    pg = LocalPostgres(root / "pg", fast=True).start()
+    pg = LocalPostgres(root / "pg", fast=True, settings=services.PG_SETTINGS).start()
     rd = LocalRedis(root / "redis", persist=False).start()
     os.environ["CAJEX_TEST_PG_PORT"] = str(pg.port)
     os.environ["CAJEX_TEST_PG_DIR"] = str(root / "pg")

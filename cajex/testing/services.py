@@ -25,13 +25,22 @@ def context_secret() -> str:
     return os.environ["CAJEX_TEST_CONTEXT_SECRET"]
 
 
+#: The test cluster's own settings: pg_stat_statements counts how often each
+#: statement is planned (tests/py/test_planning.py).
+PG_SETTINGS = (
+    "shared_preload_libraries=pg_stat_statements",
+    "pg_stat_statements.track=all",
+    "pg_stat_statements.track_planning=on",
+)
+
+
 def postgres() -> tuple[str, int]:
     """(host, port) of the test cluster; starts one if none was handed down."""
     if os.environ.get("CAJEX_TEST_PG_PORT"):
         return "127.0.0.1", int(os.environ["CAJEX_TEST_PG_PORT"])
     if "pg" not in _started:
         root = Path(tempfile.mkdtemp(prefix="cajex-test-pg-"))
-        pg = LocalPostgres(root, fast=True).start()
+        pg = LocalPostgres(root, fast=True, settings=PG_SETTINGS).start()
         _started["pg"] = pg
         atexit.register(pg.stop, "immediate")
         os.environ["CAJEX_TEST_PG_PORT"] = str(pg.port)

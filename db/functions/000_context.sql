@@ -242,13 +242,19 @@ alter view cajex_private.browser_opening owner to cajex_definer;
 -- `(select c.workspace_id from cajex_private.context c)` is expanded into the
 -- statement's plan, where a function call would cost a call and a plan check
 -- per statement. PL/pgSQL, because it keeps the lookup's plan for the session
--- (a scalar SQL function with a FROM clause is planned on every call).
+-- (a scalar SQL function with a FROM clause is planned on every call). Each
+-- runs as its owner with a search_path of its own: requests call them as
+-- cajex_app and the definer functions as their owners, and a kept plan that
+-- reads the context (whose key table has row security) is planned again
+-- whenever the role, or the search_path, differs from the last call's.
 
 create or replace function cajex.current_workspace_id()
 returns uuid
 language plpgsql
 stable
 parallel safe
+security definer
+set search_path = pg_catalog, pg_temp
 as $$
 begin
   return (select c.workspace_id from cajex_private.context c);
@@ -279,6 +285,8 @@ returns uuid
 language plpgsql
 stable
 parallel safe
+security definer
+set search_path = pg_catalog, pg_temp
 as $$
 begin
   return (select c.user_id from cajex_private.context c);
@@ -292,6 +300,8 @@ returns text
 language plpgsql
 stable
 parallel safe
+security definer
+set search_path = pg_catalog, pg_temp
 as $$
 begin
   return (select c.member_role from cajex_private.context c);
@@ -305,6 +315,8 @@ returns text
 language plpgsql
 stable
 parallel safe
+security definer
+set search_path = pg_catalog, pg_temp
 as $$
 begin
   return (select c.actor from cajex_private.context c);
@@ -557,6 +569,8 @@ returns boolean
 language plpgsql
 stable
 parallel safe
+security definer
+set search_path = pg_catalog, pg_temp
 as $$
 begin
   return exists (

@@ -1,0 +1,81 @@
+"""Statements are planned once per connection and then reused.
+
+PostgreSQL plans a prepared statement (and each statement inside a PL/pgSQL
+function) for its first five executions with the values given, then keeps
+one general plan, unless those first plans looked cheaper than the general
+one: then it plans again on every execution. A null that folds a check
+away, or a page size given as a parameter, is enough, and planning the
+queries under RLS costs more than running them. pg_stat_statements (loaded
+in the test cluster, cajex.testing.services.PG_SETTINGS) counts both.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+CALLS = 25
+
+
+@pytest.fixture
+def statements(world):
+    """This test database's statement counts, from zero."""
+    world.admin.execute("create extension if not exists pg_stat_statements")
+    loaded = world.admin.execute(
+        "select setting from pg_settings where name = 'shared_preload_libraries'"
+    ).fetchone()
+    assert "pg_stat_statements" in (loaded["setting"] if loaded else ""), (
+        "the test cluster runs without pg_stat_statements: start it through"
+        " cajex.testing.services (./dev test does)"
+    )
+    world.admin.execute("select pg_stat_statements_reset()")
+
+    def replanned() -> list[tuple[int, int, str]]:
+        rows = world.admin.execute(
+            "select calls, plans, query from pg_stat_statements s"
+            " where s.dbid = (select oid from pg_database where datname = current_database())"
+            " and s.calls >= %s and s.plans >= s.calls * 0.8",
+            (CALLS - 5,),
+        ).fetchall()
+        return [(r["calls"], r["plans"], r["query"][:160]) for r in rows]
+
+    return replanned
+
+
+def test_a_members_requests_plan_each_statement_once(world, signed_in, statements):
+    """The member's everyday requests, 25 times each, on a workspace
+    whose projects table has statistics and whose other tables have none
+    (a fresh deployment's): no statement is planned on every execution."""
+    ws = world.workspace(plan="team")
+    other = world.workspace(plan="team")
+    for w in (ws, other):
+        world.admin.execute(
+            "insert into cajex.projects (workspace_id, name, created_at)"
+            " select %s, 'Project ' || g, now() - g * interval '1 minute'"
+            " from generate_series(1, 5000) g",
+            (w.id,),
+        )
+    world.admin.execute("analyze cajex.projects")
+    client = signed_in(ws.owner)
+    base = f"/w/{ws.slug}/api/v1/projects"
+    replanned_before = statements()
+    for n in range(CALLS):
+        page = client.get(base)
+        assert page.status_code == 200 and page.json["next_cursor"]
+        assert (
+            client.get(
+                base, query_string={"cursor": page.json["next_cursor"]}
+            ).status_code
+            == 200
+        )
+        created = client.post(base, json={"name": f"Decision {n}", "tags": ["adr"]})
+        assert created.status_code == 201, created.json
+        pid = created.json["id"]
+        assert client.get(f"{base}/{pid}").status_code == 200
+        assert (
+            client.patch(f"{base}/{pid}", json={"status": "archived"}).status_code
+            == 200
+        )
+        assert client.get(f"/w/{ws.slug}/api/v1/members").status_code == 200
+        assert client.get("/api/v1/me").status_code == 200
+    assert replanned_before == []
+    assert statements() == []
