@@ -213,14 +213,17 @@ alter function cajex_private.finish_outbox_job(bigint, text) owner to cajex_defi
 
 create or replace function cajex_private.outbox_lag()
 returns table (pending bigint, oldest_seconds double precision)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)
-  from cajex.outbox
-  where done_at is null and run_after <= now();
+begin
+  return query
+    select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::double precision
+    from cajex.outbox
+    where done_at is null and run_after <= now();
+end;
 $$;
 alter function cajex_private.outbox_lag() owner to cajex_definer;
 

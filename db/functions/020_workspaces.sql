@@ -220,16 +220,19 @@ alter function cajex.organisation_workspaces(uuid) owner to cajex_definer;
 
 create or replace function cajex.my_organisations()
 returns table (organisation_id uuid, name text, role text)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select o.id, o.name, om.role
-  from cajex.organisation_members om
-  join cajex.organisations o on o.id = om.organisation_id
-  where om.user_id = (select cajex.current_user_id())
-  order by o.name;
+begin
+  return query
+    select o.id, o.name, om.role
+    from cajex.organisation_members om
+    join cajex.organisations o on o.id = om.organisation_id
+    where om.user_id = (select cajex.current_user_id())
+    order by o.name;
+end;
 $$;
 alter function cajex.my_organisations() owner to cajex_definer;
 

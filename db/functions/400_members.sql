@@ -781,44 +781,53 @@ $$;
 create or replace function cajex.public_branding(p_slug text)
 returns table (workspace_id uuid, slug text, name text, primary_colour text, accent_colour text,
                logo_type text, logo_sha256 text, updated_at timestamptz)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select w.id, w.slug, w.name, b.primary_colour, b.accent_colour, b.logo_type, b.logo_sha256, b.updated_at
-  from cajex.workspaces w
-  left join cajex.workspace_branding b on b.workspace_id = w.id
-  where w.slug = p_slug and w.status = 'active';
+begin
+  return query
+    select w.id, w.slug, w.name, b.primary_colour, b.accent_colour, b.logo_type, b.logo_sha256, b.updated_at
+    from cajex.workspaces w
+    left join cajex.workspace_branding b on b.workspace_id = w.id
+    where w.slug = p_slug and w.status = 'active';
+end;
 $$;
 alter function cajex.public_branding(text) owner to cajex_definer;
 
 create or replace function cajex.public_branding_by_id(p_workspace_id uuid)
 returns table (workspace_id uuid, slug text, name text, primary_colour text, accent_colour text,
                logo_type text, logo_sha256 text, updated_at timestamptz)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select w.id, w.slug, w.name, b.primary_colour, b.accent_colour, b.logo_type, b.logo_sha256, b.updated_at
-  from cajex.workspaces w
-  left join cajex.workspace_branding b on b.workspace_id = w.id
-  where w.id = p_workspace_id and w.status = 'active';
+begin
+  return query
+    select w.id, w.slug, w.name, b.primary_colour, b.accent_colour, b.logo_type, b.logo_sha256, b.updated_at
+    from cajex.workspaces w
+    left join cajex.workspace_branding b on b.workspace_id = w.id
+    where w.id = p_workspace_id and w.status = 'active';
+end;
 $$;
 alter function cajex.public_branding_by_id(uuid) owner to cajex_definer;
 
 create or replace function cajex.public_logo(p_slug text)
 returns table (logo bytea, logo_type text, logo_sha256 text)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select b.logo, b.logo_type, b.logo_sha256
-  from cajex.workspaces w
-  join cajex.workspace_branding b on b.workspace_id = w.id
-  where w.slug = p_slug and w.status = 'active' and b.logo is not null;
+begin
+  return query
+    select b.logo, b.logo_type, b.logo_sha256
+    from cajex.workspaces w
+    join cajex.workspace_branding b on b.workspace_id = w.id
+    where w.slug = p_slug and w.status = 'active' and b.logo is not null;
+end;
 $$;
 alter function cajex.public_logo(text) owner to cajex_definer;
 
@@ -828,22 +837,25 @@ alter function cajex.public_logo(text) owner to cajex_definer;
 -- only, as cajex.my_workspaces gives them.
 create or replace function cajex.project_move_targets()
 returns table (workspace_id uuid, slug text, name text)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select w.id, w.slug, w.name
-  from cajex.workspaces w
-  join cajex.memberships m on m.workspace_id = w.id
-  join cajex.role_permissions rp on rp.role = m.role and rp.permission = 'project.move'
-  where m.user_id = (select cajex.current_user_id())
-    and m.status = 'active'
-    and w.status = 'active'
-    and w.id <> (select cajex.current_workspace_id())
-    and w.organisation_id = (select s.organisation_id from cajex.workspaces s
-                             where s.id = (select cajex.current_workspace_id()))
-  order by w.name, w.slug;
+begin
+  return query
+    select w.id, w.slug, w.name
+    from cajex.workspaces w
+    join cajex.memberships m on m.workspace_id = w.id
+    join cajex.role_permissions rp on rp.role = m.role and rp.permission = 'project.move'
+    where m.user_id = (select cajex.current_user_id())
+      and m.status = 'active'
+      and w.status = 'active'
+      and w.id <> (select cajex.current_workspace_id())
+      and w.organisation_id = (select s.organisation_id from cajex.workspaces s
+                               where s.id = (select cajex.current_workspace_id()))
+    order by w.name, w.slug;
+end;
 $$;
 alter function cajex.project_move_targets() owner to cajex_definer;
 

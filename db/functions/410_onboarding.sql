@@ -74,15 +74,18 @@ grant execute on function cajex.apply_onboarding_defaults(text, text[], boolean,
 -- projects page (any member: tags are suggestions, the role a proposal).
 create or replace function cajex.workspace_defaults()
 returns table (default_role text, ai_enabled boolean, project_tags text[])
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce(w.settings ->> 'default_role', 'member'),
-         coalesce((w.settings ->> 'ai_enabled')::boolean, false),
-         coalesce(array(select jsonb_array_elements_text(w.settings -> 'project_tags')), '{}')
-  from cajex.workspaces w
-  where w.id = (select cajex.current_workspace_id());
+begin
+  return query
+    select coalesce(w.settings ->> 'default_role', 'member'),
+           coalesce((w.settings ->> 'ai_enabled')::boolean, false),
+           coalesce(array(select jsonb_array_elements_text(w.settings -> 'project_tags')), '{}')
+    from cajex.workspaces w
+    where w.id = (select cajex.current_workspace_id());
+end;
 $$;
 grant execute on function cajex.workspace_defaults() to cajex_app;

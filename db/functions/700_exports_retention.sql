@@ -355,20 +355,23 @@ comment on function cajex.delete_workspace(text, integer) is
 -- The signed-in user's deleted workspaces that they own and may restore.
 create or replace function cajex.my_deleted_workspaces()
 returns table (workspace_id uuid, slug text, name text, deleted_at timestamptz, purge_after timestamptz)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select w.id, w.slug, w.name, w.deleted_at, w.purge_after
-  from cajex.memberships m
-  join cajex.workspaces w on w.id = m.workspace_id
-  where m.user_id = (select cajex.current_user_id())
-    and m.role = 'owner'
-    and w.status = 'deleted'
-    and w.purge_after > now()
-    and not exists (select from cajex_private.workspace_purges p where p.workspace_id = w.id)
-  order by w.deleted_at desc;
+begin
+  return query
+    select w.id, w.slug, w.name, w.deleted_at, w.purge_after
+    from cajex.memberships m
+    join cajex.workspaces w on w.id = m.workspace_id
+    where m.user_id = (select cajex.current_user_id())
+      and m.role = 'owner'
+      and w.status = 'deleted'
+      and w.purge_after > now()
+      and not exists (select from cajex_private.workspace_purges p where p.workspace_id = w.id)
+    order by w.deleted_at desc;
+end;
 $$;
 alter function cajex.my_deleted_workspaces() owner to cajex_definer;
 

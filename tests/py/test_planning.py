@@ -79,3 +79,38 @@ def test_a_members_requests_plan_each_statement_once(world, signed_in, statement
         assert client.get("/api/v1/me").status_code == 200
     assert replanned_before == []
     assert statements() == []
+
+
+#: Pages that sign in or hand out files, not pages of a signed-in member.
+_NOT_MEMBER_PAGES = {
+    "home.login",
+    "signin.workspace_login",
+    "signin.confirm_link",
+    "sso.sign_in_with_sso",
+    "exports.download",
+}
+
+
+def test_every_page_of_a_workspace_owner_plans_each_statement_once(
+    world, app, signed_in, statements
+):
+    """Every GET page and API of the app that needs no more than the
+    workspace's slug, 25 times each as the owner of an Enterprise workspace."""
+    ws = world.workspace(plan="enterprise")
+    world.member(ws, role="member")
+    world.project(ws)
+    client = signed_in(ws.owner)
+    paths = sorted(
+        rule.rule.replace("<slug>", ws.slug)
+        for rule in app.url_map.iter_rules()
+        if "GET" in rule.methods
+        and set(rule.arguments) <= {"slug"}
+        and rule.endpoint not in _NOT_MEMBER_PAGES
+        and not rule.endpoint.startswith("static")
+    )
+    assert len(paths) > 25, paths
+    for _ in range(CALLS):
+        for path in paths:
+            response = client.get(path)
+            assert response.status_code < 500, (path, response.status_code)
+    assert statements() == []
