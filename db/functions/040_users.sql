@@ -2,13 +2,16 @@
 -- context exists. Each does one narrow thing; none returns another user's
 -- data.
 
+-- Without a SET clause, and with qualified names instead, so that the
+-- planner inlines it into its caller's statement (a SQL function with a SET
+-- clause is planned again on every call).
 create or replace function cajex_private.normalise_email(p_email text)
 returns text
 language sql
 immutable
-set search_path = pg_catalog, pg_temp
+parallel safe
 as $$
-  select lower(btrim(p_email));
+  select pg_catalog.lower(pg_catalog.btrim(p_email));
 $$;
 
 -- Find or create the user with this (already verified) address.

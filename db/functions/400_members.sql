@@ -120,12 +120,14 @@ create or replace function cajex.invite_member(
   out outcome text,
   out invitation_id uuid
 )
-language sql
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select i.outcome, i.invitation_id
+begin
+  select i.outcome, i.invitation_id into outcome, invitation_id
   from cajex_private.invite_one(p_email, p_role, p_token_hash, p_link, p_expires_in) i;
+end;
 $$;
 comment on function cajex.invite_member(text, text, bytea, text, interval) is
   'Invite an address with a role to the open workspace; returns the outcome (invited, '

@@ -114,3 +114,60 @@ def test_every_page_of_a_workspace_owner_plans_each_statement_once(
             response = client.get(path)
             assert response.status_code < 500, (path, response.status_code)
     assert statements() == []
+
+
+def test_an_admins_writes_and_a_scim_client_plan_each_statement_once(
+    world, client, signed_in, statements
+):
+    """Invitations, branding colours and SCIM provisioning, 25 times each."""
+    from cajex import scim
+
+    ws = world.workspace(plan="enterprise")
+    with world.as_user(ws.owner, ws) as (conn, _):
+        _, token = scim.create_token(conn, "planning")
+    owner = signed_in(ws.owner)
+    bearer = {"Authorization": f"Bearer {token}"}
+    base = f"/scim/v2/{ws.slug}"
+    user_schema = "urn:ietf:params:scim:schemas:core:2.0:User"
+    patch_schema = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+    for n in range(CALLS):
+        invited = owner.post(
+            f"/w/{ws.slug}/api/v1/invitations",
+            json={"email": f"invitee{n}@example.test", "role": "member"},
+        )
+        assert invited.status_code == 201, invited.json
+        colours = owner.put(
+            f"/w/{ws.slug}/api/v1/branding/colours",
+            json={"primary": "#1f4e79", "accent": "#7a2e0b"},
+        )
+        assert colours.status_code == 200, colours.json
+        made = client.post(
+            f"{base}/Users",
+            headers=bearer,
+            json={
+                "schemas": [user_schema],
+                "userName": f"scim{n}@example.test",
+                "active": True,
+            },
+        )
+        assert made.status_code == 201, made.get_json()
+        uid = made.get_json()["id"]
+        assert client.get(f"{base}/Users/{uid}", headers=bearer).status_code == 200
+        found = client.get(
+            f"{base}/Users",
+            headers=bearer,
+            query_string={"filter": f'userName eq "scim{n}@example.test"'},
+        )
+        assert found.get_json()["totalResults"] == 1
+        renamed = client.patch(
+            f"{base}/Users/{uid}",
+            headers=bearer,
+            json={
+                "schemas": [patch_schema],
+                "Operations": [
+                    {"op": "replace", "path": "displayName", "value": f"P{n}"}
+                ],
+            },
+        )
+        assert renamed.status_code == 200, renamed.get_json()
+    assert statements() == []
