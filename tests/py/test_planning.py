@@ -17,6 +17,15 @@ CALLS = 25
 
 
 @pytest.fixture
+def settings(settings):
+    """The AI provider stand-in listens on loopback: allow it, as for a
+    self-hosted model."""
+    import dataclasses
+
+    return dataclasses.replace(settings, ai_allow_private_hosts=True)
+
+
+@pytest.fixture
 def statements(world):
     """This test database's statement counts, from zero."""
     world.admin.execute("create extension if not exists pg_stat_statements")
@@ -170,4 +179,43 @@ def test_an_admins_writes_and_a_scim_client_plan_each_statement_once(
             },
         )
         assert renamed.status_code == 200, renamed.get_json()
+    assert statements() == []
+
+
+def test_ai_drafts_plan_each_statement_once(world, signed_in, statements):
+    """A member's drafts through the gateway (reserve, the provider on
+    loopback, settle), 25 times, on a workspace whose AI an admin set up."""
+    from cajex.ai.fakeprovider import FakeProvider
+
+    key = "sk-planning-" + "k" * 24
+    ws = world.workspace(plan="pro")
+    member = world.member(ws, role="member")
+    with world.as_user(ws.owner, ws) as (conn, _):
+        pid = conn.execute(
+            "select id from cajex.create_project('Payments', 'The ledger.', '{}', 'active')"
+        ).fetchone()["id"]
+    with FakeProvider(api_key=key) as provider:
+        owner = signed_in(ws.owner)
+        saved = owner.patch(
+            f"/w/{ws.slug}/api/v1/ai/settings",
+            json={
+                "enabled": True,
+                "provider": "anthropic",
+                "model": "claude-test",
+                "base_url": provider.url,
+                "budget_tokens": 10**7,
+                "max_output_tokens": 100,
+                "timeout_seconds": 5,
+                "api_key": key,
+            },
+        )
+        assert saved.status_code == 200, saved.get_json()
+        client = signed_in(member)
+        for _ in range(CALLS):
+            drafted = client.post(
+                f"/w/{ws.slug}/api/v1/projects/{pid}/ai-drafts",
+                json={"kind": "summary"},
+            )
+            assert drafted.status_code == 201, drafted.get_json()
+            assert client.get(f"/w/{ws.slug}/api/v1/ai/status").status_code == 200
     assert statements() == []
