@@ -128,25 +128,28 @@ alter function cajex_private.enqueue_platform_job(uuid, text, jsonb, text, times
 -- is idempotent.
 create or replace function cajex_private.claim_outbox(p_limit integer, p_requeue_after interval)
 returns table (id bigint, workspace_id uuid, kind text, payload jsonb, attempts integer)
-language sql
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  with due as (
-    select o.id
-    from cajex.outbox o
-    where o.done_at is null
-      and o.run_after <= now()
-      and (o.enqueued_at is null or o.enqueued_at < now() - p_requeue_after)
-    order by o.run_after, o.id
-    limit p_limit
-    for update skip locked
-  )
-  update cajex.outbox o
-  set enqueued_at = now()
-  from due
-  where o.id = due.id
-  returning o.id, o.workspace_id, o.kind, o.payload, o.attempts;
+begin
+  return query
+    with due as (
+      select o.id
+      from cajex.outbox o
+      where o.done_at is null
+        and o.run_after <= now()
+        and (o.enqueued_at is null or o.enqueued_at < now() - p_requeue_after)
+      order by o.run_after, o.id
+      limit p_limit
+      for update skip locked
+    )
+    update cajex.outbox o
+    set enqueued_at = now()
+    from due
+    where o.id = due.id
+    returning o.id, o.workspace_id, o.kind, o.payload, o.attempts;
+end;
 $$;
 alter function cajex_private.claim_outbox(integer, interval) owner to cajex_definer;
 
@@ -156,16 +159,19 @@ alter function cajex_private.claim_outbox(integer, interval) owner to cajex_defi
 -- the lease to expire and the relay to hand the job over again.
 create or replace function cajex_private.claim_outbox_row(p_id bigint, p_lease interval default interval '10 minutes')
 returns table (id bigint, workspace_id uuid, kind text, payload jsonb, attempts integer)
-language sql
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  update cajex.outbox o
-  set started_at = now(), attempts = o.attempts + 1
-  where o.id = p_id
-    and o.done_at is null
-    and (o.started_at is null or o.started_at < now() - p_lease)
-  returning o.id, o.workspace_id, o.kind, o.payload, o.attempts;
+begin
+  return query
+    update cajex.outbox o
+    set started_at = now(), attempts = o.attempts + 1
+    where o.id = p_id
+      and o.done_at is null
+      and (o.started_at is null or o.started_at < now() - p_lease)
+    returning o.id, o.workspace_id, o.kind, o.payload, o.attempts;
+end;
 $$;
 alter function cajex_private.claim_outbox_row(bigint, interval) owner to cajex_definer;
 
@@ -173,11 +179,13 @@ alter function cajex_private.claim_outbox_row(bigint, interval) owner to cajex_d
 -- again at once.
 create or replace function cajex_private.release_outbox(p_ids bigint[])
 returns void
-language sql
+language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  update cajex.outbox set enqueued_at = null where id = any(p_ids) and done_at is null;
+begin
+  update cajex.outbox o set enqueued_at = null where o.id = any(p_ids) and o.done_at is null;
+end;
 $$;
 alter function cajex_private.release_outbox(bigint[]) owner to cajex_definer;
 
@@ -229,12 +237,14 @@ alter function cajex_private.outbox_lag() owner to cajex_definer;
 
 create or replace function cajex_private.outbox_job_done(p_id bigint)
 returns boolean
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce((select done_at is not null from cajex.outbox where id = p_id), false);
+begin
+  return coalesce((select o.done_at is not null from cajex.outbox o where o.id = p_id), false);
+end;
 $$;
 alter function cajex_private.outbox_job_done(bigint) owner to cajex_definer;
 
