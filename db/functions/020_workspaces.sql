@@ -200,21 +200,24 @@ alter function cajex.context_seat_count() owner to cajex_definer;
 -- What an organisation owner sees of its workspaces: names, plans, seats.
 create or replace function cajex.organisation_workspaces(p_organisation_id uuid)
 returns table (workspace_id uuid, slug text, name text, plan text, status text, seats integer)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select w.id, w.slug, w.name, w.plan, w.status, cajex.seat_count(w.id)
-  from cajex.workspaces w
-  where w.organisation_id = p_organisation_id
-    and w.status <> 'purged'
-    and exists (
-      select from cajex.organisation_members om
-      where om.organisation_id = p_organisation_id
-        and om.user_id = (select cajex.current_user_id())
-        and om.role = 'owner')
-  order by w.name;
+begin
+  return query
+    select w.id, w.slug, w.name, w.plan, w.status, cajex.seat_count(w.id)
+    from cajex.workspaces w
+    where w.organisation_id = p_organisation_id
+      and w.status <> 'purged'
+      and exists (
+        select from cajex.organisation_members om
+        where om.organisation_id = p_organisation_id
+          and om.user_id = (select cajex.current_user_id())
+          and om.role = 'owner')
+    order by w.name;
+end;
 $$;
 alter function cajex.organisation_workspaces(uuid) owner to cajex_definer;
 

@@ -79,19 +79,22 @@ alter function cajex_private.create_session(uuid, bytea, text, interval, interva
 -- Resolve a session cookie (its hash) to a live session.
 create or replace function cajex_private.resolve_session(p_token_hash bytea)
 returns table (session_id uuid, user_id uuid)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select s.id, s.user_id
-  from cajex.sessions s
-  join cajex.users u on u.id = s.user_id
-  where s.token_hash = p_token_hash
-    and s.revoked_at is null
-    and s.idle_expires_at > now()
-    and s.absolute_expires_at > now()
-    and u.disabled_at is null;
+begin
+  return query
+    select s.id, s.user_id
+    from cajex.sessions s
+    join cajex.users u on u.id = s.user_id
+    where s.token_hash = p_token_hash
+      and s.revoked_at is null
+      and s.idle_expires_at > now()
+      and s.absolute_expires_at > now()
+      and u.disabled_at is null;
+end;
 $$;
 alter function cajex_private.resolve_session(bytea) owner to cajex_definer;
 

@@ -376,23 +376,25 @@ create or replace function cajex_private.signin_methods_required(
   p_slug text
 )
 returns text[]
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select m.methods
-  from cajex.sessions s
-  join cajex.memberships mb on mb.user_id = s.user_id and mb.status = 'active'
-  join cajex.workspaces w on w.id = mb.workspace_id and w.slug = p_slug and w.status = 'active'
-  join cajex.workspace_signin_methods m on m.workspace_id = w.id
-  where s.id = p_session_id
-    and s.token_hash = sha256(convert_to(coalesce(p_secret, ''), 'UTF8'))
-    and s.revoked_at is null
-    and s.idle_expires_at > now()
-    and s.absolute_expires_at > now()
-    and s.auth_method in ('google', 'apple', 'github', 'magic_link')
-    and s.auth_method <> all (m.methods);
+begin
+  return (select m.methods
+    from cajex.sessions s
+    join cajex.memberships mb on mb.user_id = s.user_id and mb.status = 'active'
+    join cajex.workspaces w on w.id = mb.workspace_id and w.slug = p_slug and w.status = 'active'
+    join cajex.workspace_signin_methods m on m.workspace_id = w.id
+    where s.id = p_session_id
+      and s.token_hash = sha256(convert_to(coalesce(p_secret, ''), 'UTF8'))
+      and s.revoked_at is null
+      and s.idle_expires_at > now()
+      and s.absolute_expires_at > now()
+      and s.auth_method in ('google', 'apple', 'github', 'magic_link')
+      and s.auth_method <> all (m.methods));
+end;
 $$;
 alter function cajex_private.signin_methods_required(uuid, text, text) owner to cajex_definer;
 
@@ -431,12 +433,14 @@ alter function cajex_private.record_email_delivery(bigint, uuid, text, text, tex
 -- The message id this outbox job was delivered with, or null.
 create or replace function cajex_private.email_delivery_of(p_outbox_id bigint)
 returns text
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select d.message_id from cajex.email_deliveries d where d.outbox_id = p_outbox_id;
+begin
+  return (select d.message_id from cajex.email_deliveries d where d.outbox_id = p_outbox_id);
+end;
 $$;
 alter function cajex_private.email_delivery_of(bigint) owner to cajex_definer;
 
@@ -464,16 +468,18 @@ alter function cajex_private.dev_mailbox(integer) owner to cajex_definer;
 -- every method, so the public page does not reveal which workspaces exist.
 create or replace function cajex_private.workspace_signin_methods(p_slug text)
 returns text[]
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce(
-    (select m.methods from cajex.workspace_signin_methods m
-       join cajex.workspaces w on w.id = m.workspace_id
-      where w.slug = p_slug and w.deleted_at is null),
-    array['google', 'apple', 'github', 'magic_link']::text[]);
+begin
+  return (select coalesce(
+      (select m.methods from cajex.workspace_signin_methods m
+         join cajex.workspaces w on w.id = m.workspace_id
+        where w.slug = p_slug and w.deleted_at is null),
+      array['google', 'apple', 'github', 'magic_link']::text[]));
+end;
 $$;
 alter function cajex_private.workspace_signin_methods(text) owner to cajex_definer;
 

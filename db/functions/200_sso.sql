@@ -565,32 +565,38 @@ create trigger sso_domains_route
 -- The workspace of an enabled connection named in a callback URL.
 create or replace function cajex.sso_connection_route(p_connection_id uuid)
 returns table (workspace_id uuid, workspace_slug text, type text)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select c.workspace_id, w.slug, c.type
-  from cajex.sso_connections c
-  join cajex.workspaces w on w.id = c.workspace_id and w.status = 'active'
-  where c.id = p_connection_id and c.status = 'enabled';
+begin
+  return query
+    select c.workspace_id, w.slug, c.type
+    from cajex.sso_connections c
+    join cajex.workspaces w on w.id = c.workspace_id and w.status = 'active'
+    where c.id = p_connection_id and c.status = 'enabled';
+end;
 $$;
 alter function cajex.sso_connection_route(uuid) owner to cajex_definer;
 
 -- "Sign in with SSO": the enabled connection that claimed the address's domain.
 create or replace function cajex.sso_route_for_email(p_email text)
 returns table (connection_id uuid, workspace_id uuid, workspace_slug text, type text)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select c.id, c.workspace_id, w.slug, c.type
-  from cajex_private.sso_domain_routes r
-  join cajex.sso_connections c on c.workspace_id = r.workspace_id and c.id = r.connection_id
-  join cajex.workspaces w on w.id = c.workspace_id and w.status = 'active'
-  where r.domain = split_part(lower(btrim(p_email)), '@', 2)
-    and c.status = 'enabled';
+begin
+  return query
+    select c.id, c.workspace_id, w.slug, c.type
+    from cajex_private.sso_domain_routes r
+    join cajex.sso_connections c on c.workspace_id = r.workspace_id and c.id = r.connection_id
+    join cajex.workspaces w on w.id = c.workspace_id and w.status = 'active'
+    where r.domain = split_part(lower(btrim(p_email)), '@', 2)
+      and c.status = 'enabled';
+end;
 $$;
 alter function cajex.sso_route_for_email(text) owner to cajex_definer;
 
@@ -834,11 +840,13 @@ alter function cajex_private.sso_end_connection_sessions(uuid, text) owner to ca
 -- routing names, so telling their id leaks nothing a URL does not.
 create or replace function cajex_private.sso_workspace_by_slug(p_slug text)
 returns uuid
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select w.id from cajex.workspaces w where w.slug = p_slug and w.status = 'active';
+begin
+  return (select w.id from cajex.workspaces w where w.slug = p_slug and w.status = 'active');
+end;
 $$;
 alter function cajex_private.sso_workspace_by_slug(text) owner to cajex_definer;

@@ -223,13 +223,15 @@ $$;
 -- boolean.
 create or replace function cajex_private.has_other_active_membership(p_ws uuid, p_user_id uuid)
 returns boolean
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select exists (select from cajex.memberships m
-                 where m.user_id = p_user_id and m.workspace_id <> p_ws and m.status = 'active');
+begin
+  return (select exists (select from cajex.memberships m
+                   where m.user_id = p_user_id and m.workspace_id <> p_ws and m.status = 'active'));
+end;
 $$;
 alter function cajex_private.has_other_active_membership(uuid, uuid) owner to cajex_definer;
 

@@ -322,17 +322,20 @@ $$;
 create or replace function cajex.invitation_preview(p_slug text, p_token_hash bytea)
 returns table (workspace_name text, workspace_slug text, email text, role text, status text,
                expires_at timestamptz)
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select w.name, w.slug, i.email, i.role,
-         case when i.status = 'pending' and i.expires_at <= now() then 'expired' else i.status end,
-         i.expires_at
-  from cajex.invitations i
-  join cajex.workspaces w on w.id = i.workspace_id
-  where i.token_hash = p_token_hash and w.slug = p_slug and w.status = 'active';
+begin
+  return query
+    select w.name, w.slug, i.email, i.role,
+           case when i.status = 'pending' and i.expires_at <= now() then 'expired' else i.status end,
+           i.expires_at
+    from cajex.invitations i
+    join cajex.workspaces w on w.id = i.workspace_id
+    where i.token_hash = p_token_hash and w.slug = p_slug and w.status = 'active';
+end;
 $$;
 alter function cajex.invitation_preview(text, bytea) owner to cajex_definer;
 

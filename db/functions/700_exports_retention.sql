@@ -226,20 +226,22 @@ $$;
 -- answer false.
 create or replace function cajex_private.export_download_allowed(p_workspace_id uuid, p_key text)
 returns boolean
-language sql
+language plpgsql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-  select exists (
-    select
-    from cajex.exports e
-    join cajex.workspaces w on w.id = e.workspace_id and w.status = 'active'
-    where e.workspace_id = p_workspace_id
-      and e.status = 'ready'
-      and e.expires_at > now()
-      and p_key like p_workspace_id::text || '/%'
-      and exists (select from jsonb_each(e.objects) o where o.value ->> 'key' = p_key));
+begin
+  return (select exists (
+      select
+      from cajex.exports e
+      join cajex.workspaces w on w.id = e.workspace_id and w.status = 'active'
+      where e.workspace_id = p_workspace_id
+        and e.status = 'ready'
+        and e.expires_at > now()
+        and p_key like p_workspace_id::text || '/%'
+        and exists (select from jsonb_each(e.objects) o where o.value ->> 'key' = p_key)));
+end;
 $$;
 alter function cajex_private.export_download_allowed(uuid, text) owner to cajex_definer;
 
