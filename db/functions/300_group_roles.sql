@@ -5,11 +5,12 @@
 -- never touched; with no mapped group the role an admin set is kept (or given
 -- back, when a mapping had raised or lowered it).
 
+-- No SET clause, so that the planner inlines it (see normalise_email).
 create or replace function cajex_private.role_rank(p_role text)
 returns integer
 language sql
 immutable
-set search_path = pg_catalog, pg_temp
+parallel safe
 as $$
   select case p_role when 'viewer' then 1 when 'member' then 2 when 'admin' then 3
                      when 'owner' then 4 else 0 end;

@@ -10,11 +10,13 @@
 
 -- How long a workspace keeps every feature after a failed payment. After it,
 -- the workspace is limited: no new seats, AI paused; nothing is deleted.
+-- Constants without a SET clause, so that the planner inlines them (see
+-- normalise_email).
 create or replace function cajex_private.payment_grace_period()
 returns interval
 language sql
 immutable
-set search_path = pg_catalog, pg_temp
+parallel safe
 as $$ select interval '7 days' $$;
 
 -- A seat change asks for a quantity sync this long after it; every change
@@ -24,7 +26,7 @@ create or replace function cajex_private.seat_sync_delay()
 returns interval
 language sql
 immutable
-set search_path = pg_catalog, pg_temp
+parallel safe
 as $$ select interval '3 seconds' $$;
 
 --------------------------------------------------------------------------------

@@ -175,13 +175,15 @@ as
   where w.id = (select c.workspace_id from cajex_private.context c);
 alter view cajex_private.context_ai_terms owner to cajex_definer;
 
+-- No SET clause, and qualified names instead, so that the planner inlines it
+-- (see normalise_email).
 create or replace function cajex_private.ai_period_start(p_period text)
 returns date
 language sql
 stable
-set search_path = pg_catalog, pg_temp
+parallel safe
 as $$
-  select date_trunc(p_period, now() at time zone 'utc')::date;
+  select pg_catalog.date_trunc(p_period, pg_catalog.now() at time zone 'utc')::date;
 $$;
 
 -- The limit of the workspace's own period: its budget, capped by the plan's
