@@ -17,7 +17,6 @@ from flask import (
     session,
     url_for,
 )
-from psycopg import sql
 
 from cajex.errors import AppError
 
@@ -66,23 +65,19 @@ def list_page(conn, limit: int, cursor: str | None) -> tuple[list[dict], str | N
     plan for a known limit looks cheaper to it than the general one), which
     costs more than running it.
     """
-    fetch = sql.Literal(int(limit) + 1)
+    fetch = int(limit) + 1  # an int: nothing else can reach the text
     if cursor:
         created_at, row_id = _decode_cursor(cursor)
         rows = conn.execute(
-            sql.SQL(
-                "select " + _COLUMNS + " from cajex.projects"
-                " where (created_at, id) < (%s, %s)"
-                " order by created_at desc, id desc limit {}"
-            ).format(fetch),
+            f"select {_COLUMNS} from cajex.projects"
+            " where (created_at, id) < (%s, %s)"
+            f" order by created_at desc, id desc limit {fetch}",
             (created_at, row_id),
         ).fetchall()
     else:
         rows = conn.execute(
-            sql.SQL(
-                "select " + _COLUMNS + " from cajex.projects"
-                " order by created_at desc, id desc limit {}"
-            ).format(fetch)
+            f"select {_COLUMNS} from cajex.projects"
+            f" order by created_at desc, id desc limit {fetch}"
         ).fetchall()
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
